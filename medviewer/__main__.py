@@ -1,0 +1,3 @@
+from medviewer.cli import main
+
+raise SystemExit(main())

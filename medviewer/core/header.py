@@ -1,0 +1,460 @@
+"""Read one file's header (never its pixels) and describe it as an :class:`Instance`.
+
+This is the first door every file goes through. It decides, without decoding, whether a file
+is a DICOM image, a plain picture (PNG, JPEG, TIFF, BMP) or a NIfTI volume, and refuses the
+rest with a plain reason: empty, not an image, truncated pixel data, no decoder for its
+compression, missing attributes.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from medviewer.core.sources import Refused, Source
+
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+NIFTI_SUFFIXES = {".nii", ".nii.gz"}
+
+_RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# Transfer syntaxes newer than the installed pydicom knows by name.
+_EXTRA_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+
+NATIVE_LITTLE_ENDIAN = {ImplicitVRLittleEndian, ExplicitVRLittleEndian}
+UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+
+_PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+_EXPLICIT_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+
+
+def syntax_name(uid: str) -> str:
+    if uid in _EXTRA_SYNTAX_NAMES:
+        return _EXTRA_SYNTAX_NAMES[uid]
+    name = UID(uid).name
+    return name if name and name != uid else f"transfer syntax {uid}"
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """What one frame's header says about where it lies and how to map its values.
+
+    Positions are LPS millimetres of the centre of the first pixel; ``orientation`` is the
+    six direction cosines (row direction, then column direction); ``pixel_spacing`` is
+    (between rows, between columns) in mm.
+    """
+
+    position: tuple[float, float, float] | None = None
+    orientation: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    thickness: float | None = None
+    slope: float = 1.0
+    intercept: float = 0.0
+    windows: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass
+class Instance:
+    """One file as the scanner found it: its header and how its pixels are stored.
+
+    ``kind`` is ``"dicom"``, ``"image"`` (PNG, JPEG, TIFF, BMP) or ``"nifti"``.
+    ``pixel_offset`` is the byte offset of native little-endian pixel data in the file, for
+    reading the bytes straight into a volume; None where a decoder is needed.
+    """
+
+    source: Source
+    kind: str
+    rows: int
+    columns: int
+    frames: int = 1
+    samples_per_pixel: int = 1
+    photometric: str = "MONOCHROME2"
+    bits_allocated: int = 8
+    bits_stored: int = 8
+    pixel_representation: int = 0
+    planar_configuration: int = 0
+    float_pixels: bool = False
+    transfer_syntax: str = ""
+    pixel_offset: int | None = None
+    header: Dataset | None = None
+    geometry: list[FrameGeometry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """A header attribute's value, or ``default`` (always ``default`` for non-DICOM files)."""
+        if self.header is None:
+            return self.extra.get(keyword, default)
+        value = self.header.get(keyword, default)
+        return default if value is None or value == "" else value
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.get("SOPInstanceUID", self.source.name))
+
+    @property
+    def is_color(self) -> bool:
+        return self.samples_per_pixel == 3 or self.photometric == "PALETTE COLOR"
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.rows * self.columns * self.samples_per_pixel * self.bits_allocated // 8
+
+    @property
+    def syntax_name(self) -> str:
+        if self.kind != "dicom":
+            return self.kind
+        return syntax_name(self.transfer_syntax)
+
+
+def read_instance(source: Source) -> Instance | Refused:
+    """Read ``source``'s header and describe it, or say in plain words why it is refused."""
+    try:
+        size = source.size()
+    except (OSError, KeyError) as exc:
+        return Refused(source.name, _os_reason(exc))
+    if size == 0:
+        return Refused(source.name, "empty file")
+    try:
+        with source.open() as fp:
+            head = fp.read(132)
+            fp.seek(0)
+            if source.suffix in NIFTI_SUFFIXES or (head.startswith(_GZIP_MAGIC) and ".nii" in source.basename.lower()):
+                from medviewer.core.raster import read_nifti_header
+
+                return read_nifti_header(source, fp)
+            if head[128:132] != b"DICM" and (source.suffix in RASTER_SUFFIXES or head.startswith(_RASTER_MAGIC)):
+                from medviewer.core.raster import read_raster_header
+
+                return read_raster_header(source, fp)
+            return _read_dicom(source, fp, head, size)
+    except OSError as exc:
+        return Refused(source.name, _os_reason(exc))
+    except MemoryError:
+        return Refused(source.name, "file too large to read")
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "cannot be read: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, KeyError):
+        return "missing from its archive"
+    strerror = getattr(exc, "strerror", None)
+    return f"cannot be read: {strerror or exc}"
+
+
+def _plausible_raw_dicom(head: bytes) -> bool:
+    """True for a DICOM data set without preamble or meta header (older files)."""
+    if len(head) < 8:
+        return False
+    group_le = struct.unpack("<H", head[:2])[0]
+    group_be = struct.unpack(">H", head[:2])[0]
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refused:
+    has_preamble = head[128:132] == b"DICM"
+    if not has_preamble and not _plausible_raw_dicom(head):
+        return Refused(source.name, "not a DICOM file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
+    except InvalidDicomError:
+        return Refused(source.name, "not a DICOM file")
+    except (EOFError, struct.error, ValueError, TypeError, KeyError, IndexError, OverflowError,
+            NotImplementedError, UnicodeError, AttributeError) as exc:
+        if not has_preamble:
+            return Refused(source.name, "not a DICOM file")
+        return Refused(source.name, f"damaged or truncated DICOM header ({_short(exc)})")
+    pixel_tag_at = fp.tell()
+
+    sop_class = ds.get("SOPClassUID") or ds.get("MediaStorageSOPClassUID") or (
+        ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else None)
+    if str(sop_class or "") == "1.2.840.10008.1.3.10":
+        return Refused(source.name, "DICOMDIR index, not an image (open it or its folder to read its files)")
+    if not has_preamble and "Rows" not in ds and "SOPInstanceUID" not in ds:
+        return Refused(source.name, "not a DICOM file")
+
+    syntax = _transfer_syntax(ds)
+    element = _pixel_element(fp, pixel_tag_at, syntax, size)
+    if element is None:
+        what = UID(str(sop_class)).name if sop_class else "unknown object"
+        return Refused(source.name, f"no image in this DICOM file ({what})")
+    pixel_keyword, value_offset, value_length = element
+
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if ds.get(keyword) in (None, "", 0):
+            tag = pydicom.datadict.tag_for_keyword(keyword)
+            return Refused(source.name, f"missing {keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}), cannot lay out the pixels")
+
+    notes: list[str] = []
+    samples = int(ds.get("SamplesPerPixel") or 0)
+    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+    if not photometric:
+        photometric = "RGB" if samples == 3 else "MONOCHROME2"
+        ds.PhotometricInterpretation = photometric
+        notes.append("missing PhotometricInterpretation, taken as " + photometric)
+    if samples == 0:
+        samples = 3 if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT") else 1
+        ds.SamplesPerPixel = samples
+        notes.append(f"missing SamplesPerPixel, taken as {samples}")
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = ds.get("BitsStored")
+    if bits_stored in (None, ""):
+        bits_stored = bits_allocated
+        ds.BitsStored = bits_allocated
+        notes.append("missing BitsStored, taken as BitsAllocated")
+    if ds.get("HighBit") in (None, ""):
+        ds.HighBit = int(bits_stored) - 1
+    pixel_representation = ds.get("PixelRepresentation")
+    if pixel_representation in (None, ""):
+        pixel_representation = 0
+        ds.PixelRepresentation = 0
+        notes.append("missing PixelRepresentation, taken as unsigned")
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return Refused(source.name, f"invalid NumberOfFrames {ds.get('NumberOfFrames')!r}")
+    if frames < 1:
+        return Refused(source.name, f"invalid NumberOfFrames {frames}")
+
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    instance = Instance(
+        source=source,
+        kind="dicom",
+        rows=rows,
+        columns=columns,
+        frames=frames,
+        samples_per_pixel=samples,
+        photometric=photometric,
+        bits_allocated=bits_allocated,
+        bits_stored=int(bits_stored),
+        pixel_representation=int(pixel_representation),
+        planar_configuration=int(ds.get("PlanarConfiguration") or 0),
+        float_pixels=pixel_keyword != "PixelData",
+        transfer_syntax=str(syntax),
+        header=ds,
+        notes=notes,
+    )
+
+    encapsulated = value_length == 0xFFFFFFFF
+    remaining = size - value_offset
+    if syntax in UNCOMPRESSED or not encapsulated:
+        if encapsulated:
+            return Refused(source.name, f"pixel data is compressed but the file says {syntax_name(syntax)}")
+        per_pixel = 2 if photometric == "YBR_FULL_422" and samples == 3 else samples  # 4:2:2 subsampled
+        expected = -(-rows * columns * per_pixel * frames * bits_allocated // 8)
+        if syntax == DeflatedExplicitVRLittleEndian:
+            remaining = value_length
+        if value_length < expected or remaining < expected:
+            found = min(value_length, remaining)
+            return Refused(source.name, f"truncated pixel data (expected {expected} bytes, found {found})")
+        if syntax in NATIVE_LITTLE_ENDIAN and bits_allocated in (8, 16, 32) and source.member is None:
+            instance.pixel_offset = value_offset
+    else:
+        if remaining < 16:
+            return Refused(source.name, "truncated pixel data (compressed data missing)")
+        fp.seek(max(value_offset, size - 256))
+        tail = fp.read()
+        if b"\xfe\xff\xdd\xe0" not in tail and b"\xff\xfe\xe0\xdd" not in tail:
+            return Refused(source.name, "truncated pixel data (the compressed frames have no end marker)")
+        reason = decoder_missing(syntax)
+        if reason:
+            return Refused(source.name, reason)
+
+    try:
+        instance.geometry = frame_geometry(ds, frames)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        return Refused(source.name, f"unreadable geometry attributes ({_short(exc)})")
+    return instance
+
+
+def decoder_missing(syntax: str) -> str | None:
+    """Why frames in ``syntax`` cannot be decoded here, or None when they can."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(UID(syntax))
+    except NotImplementedError:
+        return f"no decoder for {syntax_name(syntax)}"
+    if decoder.is_available:
+        return None
+    missing = decoder.missing_dependencies
+    hint = f" (install one of: {'; '.join(missing)})" if missing else ""
+    return f"no decoder installed for {syntax_name(syntax)}{hint}"
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    implicit, little = ds.original_encoding
+    if syntax is None or not str(syntax).strip():
+        if implicit:
+            syntax = ImplicitVRLittleEndian
+        else:
+            syntax = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        if meta is None:
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+    return UID(str(syntax).strip())
+
+
+def _pixel_element(fp, at: int, syntax: UID, size: int) -> tuple[str, int, int] | None:
+    """(keyword, value offset, value length) of the pixel data element starting at ``at``."""
+    if syntax == DeflatedExplicitVRLittleEndian:
+        # Offsets in a deflated stream are not file offsets: inflate the whole data set.
+        fp.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full = pydicom.dcmread(fp, force=True)
+        for tag, keyword in _PIXEL_TAGS.items():
+            if tag in full:
+                return keyword, 0, len(full[tag].value or b"")
+        return None
+    fp.seek(at)
+    head = fp.read(12)
+    if len(head) < 8:
+        return None
+    little = syntax != ExplicitVRBigEndian
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(endian + "HH", head[:4])
+    keyword = _PIXEL_TAGS.get((group << 16) | elem)
+    if keyword is None:
+        return None
+    implicit = syntax == ImplicitVRLittleEndian or (head[4:6].isalpha() is False)
+    if implicit:
+        (length,) = struct.unpack(endian + "I", head[4:8])
+        return keyword, at + 8, length
+    vr = head[4:6]
+    if vr in _EXPLICIT_LONG_VRS:
+        if len(head) < 12:
+            return None
+        (length,) = struct.unpack(endian + "I", head[8:12])
+        return keyword, at + 12, length
+    (length,) = struct.unpack(endian + "H", head[6:8])
+    return keyword, at + 8, length
+
+
+def _floats(value, count: int) -> tuple[float, ...] | None:
+    if value is None or value == "":
+        return None
+    try:
+        values = tuple(float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]))
+    except (TypeError, ValueError):
+        return None
+    if len(values) < count or not all(np.isfinite(values[:count])):
+        return None
+    return values[:count]
+
+
+def _float(value, default: float | None = None) -> float | None:
+    values = _floats(value, 1)
+    return values[0] if values else default
+
+
+def _windows(holder) -> tuple[tuple[float, float], ...]:
+    centres = holder.get("WindowCenter")
+    widths = holder.get("WindowWidth")
+    if centres in (None, "") or widths in (None, ""):
+        return ()
+    c = _floats(centres, 1) or ()
+    w = _floats(widths, 1) or ()
+    return tuple((ci, wi) for ci, wi in zip(c, w) if wi > 0)
+
+
+def _functional(ds: Dataset, frame_item: Dataset | None, sequence: str) -> Dataset | None:
+    """The item of functional group ``sequence`` for a frame: per-frame first, then shared."""
+    for holder in (frame_item, _first(ds.get("SharedFunctionalGroupsSequence"))):
+        if holder is not None and sequence in holder:
+            item = _first(holder.get(sequence))
+            if item is not None:
+                return item
+    return None
+
+
+def _first(sequence) -> Dataset | None:
+    try:
+        return sequence[0] if sequence else None
+    except (TypeError, IndexError):
+        return None
+
+
+def frame_geometry(ds: Dataset, frames: int) -> list[FrameGeometry]:
+    """Per-frame geometry and modality LUT, from classic or enhanced (functional group) headers."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    has_functional = bool(per_frame) or "SharedFunctionalGroupsSequence" in ds
+    base_position = _floats(ds.get("ImagePositionPatient"), 3)
+    base_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    base_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
+    base_thickness = _float(ds.get("SliceThickness"))
+    base_slope = _float(ds.get("RescaleSlope"), 1.0) or 1.0
+    base_intercept = _float(ds.get("RescaleIntercept"), 0.0)
+    base_windows = _windows(ds)
+
+    offsets: tuple[float, ...] | None = None
+    if frames > 1 and not has_functional:
+        grid = ds.get("GridFrameOffsetVector")
+        if grid not in (None, ""):
+            offsets = _floats(grid, frames)
+        if offsets is None:
+            step = _float(ds.get("SpacingBetweenSlices"))
+            if step:
+                offsets = tuple(step * k for k in range(frames))
+
+    result = []
+    for index in range(frames):
+        position, orientation, spacing = base_position, base_orientation, base_spacing
+        thickness, slope, intercept, windows = base_thickness, base_slope, base_intercept, base_windows
+        if has_functional:
+            item = per_frame[index] if per_frame and index < len(per_frame) else None
+            plane = _functional(ds, item, "PlanePositionSequence")
+            if plane is not None:
+                position = _floats(plane.get("ImagePositionPatient"), 3) or position
+            plane = _functional(ds, item, "PlaneOrientationSequence")
+            if plane is not None:
+                orientation = _floats(plane.get("ImageOrientationPatient"), 6) or orientation
+            measures = _functional(ds, item, "PixelMeasuresSequence")
+            if measures is not None:
+                spacing = _floats(measures.get("PixelSpacing"), 2) or spacing
+                thickness = _float(measures.get("SliceThickness"), thickness)
+            transform = _functional(ds, item, "PixelValueTransformationSequence")
+            if transform is not None:
+                slope = _float(transform.get("RescaleSlope"), slope) or slope
+                intercept = _float(transform.get("RescaleIntercept"), intercept)
+            voi = _functional(ds, item, "FrameVOILUTSequence")
+            if voi is not None:
+                windows = _windows(voi) or windows
+        elif offsets is not None and position is not None and orientation is not None:
+            normal = np.cross(orientation[:3], orientation[3:6])
+            position = tuple(float(v) for v in np.asarray(position) + offsets[index] * normal)
+        elif frames > 1:
+            position = position if index == 0 else None
+        result.append(FrameGeometry(position, orientation, spacing, thickness, float(slope), float(intercept), windows))
+    return result
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]

@@ -1,0 +1,201 @@
+"""What ``medviewer info`` reports: studies, series, geometry, warnings, refused files, and a
+data-integrity summary of each image's stored pixel values.
+
+The ``pixels`` object of an image describes its stored values (before the modality LUT) as
+MedViewer decodes them: ``shape`` is (rows, cols) for one frame, (frames, rows, cols) for
+several, with a trailing 3 for colour; ``sha256`` hashes the values in C order,
+little-endian, as int32 for grayscale and palette indices (int64 when they do not fit,
+float64 for float pixel data) and as interleaved RGB uint8 for colour. Another tool that
+decodes the same file can reproduce the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
+from medviewer.core.errors import Cancelled, CancelToken, is_cancelled
+from medviewer.core.header import Instance
+from medviewer.core.series import ScanResult, Series
+from medviewer.core.sources import Refused
+
+
+def stored_pixels(instance: Instance) -> np.ndarray:
+    """All frames of ``instance`` as stored values: (frames, rows, cols) or (frames, rows, cols, 3)."""
+    frames = list(range(instance.frames))
+    if instance.pixel_offset is not None and instance.samples_per_pixel == 1:
+        out = []
+        for frame in frames:
+            buffer = np.empty(instance.frame_bytes, dtype=np.uint8)
+            out.append(read_native_frame(instance, frame, buffer).copy())
+        return np.stack(out)
+    arrays, palette = decode_frames(instance, frames)
+    if instance.samples_per_pixel == 3:
+        arrays = [to_rgb8(a, instance, palette) for a in arrays]
+    return np.stack(arrays)
+
+
+def pixel_summary(values: np.ndarray, color: bool) -> dict[str, Any]:
+    """shape, dtype, min, max, mean and sha256 of stored values (see the module docstring)."""
+    shape = values.shape[1:] if values.shape[0] == 1 else values.shape
+    values = values.reshape(shape)
+    if color:
+        canonical = np.ascontiguousarray(values, dtype=np.uint8)
+    elif values.dtype.kind == "f":
+        canonical = np.ascontiguousarray(values, dtype="<f8")
+    else:
+        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        fits = np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max
+        canonical = np.ascontiguousarray(values, dtype="<i4" if fits else "<i8")
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    return {
+        "shape": list(shape),
+        "dtype": str(values.dtype),
+        "min": _number(finite.min()) if finite.size else None,
+        "max": _number(finite.max()) if finite.size else None,
+        "mean": float(finite.mean(dtype=np.float64)) if finite.size else None,
+        "sha256": hashlib.sha256(canonical.tobytes()).hexdigest(),
+    }
+
+
+def _number(value) -> int | float:
+    return int(value) if np.issubdtype(type(value), np.integer) else float(value)
+
+
+def _series_json(series: Series) -> dict[str, Any]:
+    first = series.first
+    return {
+        "key": series.key,
+        "series_instance_uid": series.uid,
+        "study_instance_uid": series.study_uid,
+        "frame_of_reference_uid": series.frame_of_reference_uid,
+        "series_number": series.number,
+        "description": series.description,
+        "modality": series.modality,
+        "instances": len(series.instances),
+        "frames": len(series.frames),
+        "rows": series.rows,
+        "columns": series.columns,
+        "samples_per_pixel": series.samples_per_pixel,
+        "photometric_interpretation": series.photometric,
+        "bits_allocated": first.bits_allocated,
+        "bits_stored": first.bits_stored,
+        "transfer_syntaxes": series.transfer_syntaxes,
+        "transfer_syntax_uids": sorted({inst.transfer_syntax for inst in series.instances if inst.transfer_syntax}),
+        "spacing_mm": [round(v, 6) for v in series.spacing_mm],
+        "pixel_spacing_known": series.pixel_spacing_known,
+        "geometry_known": series.geometry_known,
+        "origin_lps_mm": [round(v, 6) for v in series.origin_lps_mm] if series.geometry_known else None,
+        "direction": [[round(v, 6) for v in row] for row in series.direction] if series.geometry_known else None,
+        "warnings": list(series.warnings),
+    }
+
+
+def describe(
+    result: ScanResult,
+    *,
+    pixels: bool = True,
+    progress: Callable[[int, int], object] | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """The ``info --json`` document for a scan. With ``pixels``, every image is decoded once;
+    an image that fails to decode is added to ``refused`` with the reason."""
+    from medviewer import __version__
+
+    refused: list[Refused] = list(result.refused)
+    total = sum(len(s.instances) for s in result.series) if pixels else 0
+    done = 0
+    studies = []
+    for study in result.studies:
+        series_list = []
+        for series in study.series:
+            entry = _series_json(series)
+            instances = []
+            for instance in series.instances:
+                item: dict[str, Any] = {
+                    "path": instance.source.name,
+                    "sop_instance_uid": instance.sop_instance_uid,
+                    "instance_number": _int(instance.get("InstanceNumber")),
+                    "transfer_syntax": instance.syntax_name,
+                    "frames": instance.frames,
+                }
+                if pixels:
+                    if is_cancelled(cancel):
+                        raise Cancelled("info cancelled")
+                    try:
+                        item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3)
+                    except (DecodeError, OSError, ValueError, MemoryError) as exc:
+                        item["pixels"] = {"error": str(exc)}
+                        refused.append(Refused(instance.source.name, str(exc)))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                instances.append(item)
+            entry["images"] = instances
+            series_list.append(entry)
+        studies.append({
+            "study_instance_uid": study.uid,
+            "patient_name": study.patient_name,
+            "patient_id": study.patient_id,
+            "study_date": study.date,
+            "study_description": study.description,
+            "accession_number": study.accession_number,
+            "series": series_list,
+        })
+    return {
+        "medviewer": __version__,
+        "studies": studies,
+        "refused": [{"path": r.path, "reason": r.reason} for r in refused],
+        "summary": {
+            "studies": len(result.studies),
+            "series": len(result.series),
+            "images": sum(len(s.instances) for s in result.series),
+            "refused": len(refused),
+        },
+    }
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def format_text(document: dict[str, Any]) -> str:
+    """The human-readable ``info`` report."""
+    lines = []
+    for study in document["studies"]:
+        date = study["study_date"]
+        if len(date) == 8 and date.isdigit():
+            date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+        who = study["patient_name"] or "(no name)"
+        pid = f" ({study['patient_id']})" if study["patient_id"] else ""
+        lines.append(f"Patient {who}{pid}")
+        desc = f' "{study["study_description"]}"' if study["study_description"] else ""
+        lines.append(f"  Study {date or '(no date)'}{desc}")
+        for series in study["series"]:
+            number = f"{series['series_number']} " if series["series_number"] is not None else ""
+            frames = series["frames"]
+            dz, dy, dx = series["spacing_mm"]
+            unit = "mm" if series["pixel_spacing_known"] else "px"
+            lines.append(
+                f"    Series {number}{series['modality']} \"{series['description']}\": {frames} "
+                f"{'slice' if frames == 1 else 'slices'} {series['rows']}x{series['columns']}"
+                f"{' RGB' if series['samples_per_pixel'] == 3 else ''}, spacing {dz:g} x {dy:g} x {dx:g} {unit}, "
+                f"{', '.join(series['transfer_syntaxes'])}")
+            for warning in series["warnings"]:
+                lines.append(f"      warning: {warning}")
+            stats = [img["pixels"] for img in series.get("images", []) if "pixels" in img and "error" not in img["pixels"]]
+            if stats:
+                lo = min(s["min"] for s in stats if s["min"] is not None)
+                hi = max(s["max"] for s in stats if s["max"] is not None)
+                lines.append(f"      stored values {lo} to {hi}")
+    s = document["summary"]
+    lines.append(f"{s['studies']} stud{'y' if s['studies'] == 1 else 'ies'}, {s['series']} series, "
+                 f"{s['images']} image file(s), {s['refused']} not opened" + (" (listed on stderr)" if s["refused"] else ""))
+    return "\n".join(lines)

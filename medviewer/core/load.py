@@ -1,0 +1,367 @@
+"""``medviewer.load(series)``: decode a scanned series into one preallocated :class:`Volume`.
+
+The volume is allocated once, in the narrowest dtype the header promises the values fit
+(int16 for CT), and every frame is decoded straight into its slice:
+
+* native little-endian grayscale frames are read from the file into a reused per-thread
+  buffer and mapped through the modality LUT into the volume (threads: the reads and the
+  numpy arithmetic release the GIL);
+* compressed frames are decoded in the shared process pool (the codecs hold the GIL) and
+  mapped into the volume as they come back;
+* everything else (big endian, deflate, colour, pictures, NIfTI) is decoded by pydicom,
+  Pillow or nibabel in threads.
+
+If a frame's values do not fit the chosen dtype (a 16-bit MR above 32767, say), the volume is
+widened once, to the next dtype that holds them. Slices come out in any order; the middle one
+(or ``first_slice``) is started first so a viewer can show it early through ``on_slice``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
+from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, is_cancelled
+from medviewer.core.header import UNCOMPRESSED, Instance
+from medviewer.core.pool import process_pool, worker_count
+from medviewer.core.series import FrameRef, Series
+from medviewer.core.volume import SliceInfo, VoiLut, Volume
+
+_INTEGER_LADDER = [np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.float32)]
+# Frames of one multi-frame instance handed to one pool task.
+_FRAMES_PER_TASK = 8
+
+
+def _is_integral(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def _stored_range(instance: Instance) -> tuple[int, int]:
+    bits = max(1, instance.bits_stored)
+    if instance.pixel_representation:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def plan_dtype(series: Series) -> np.dtype:
+    """The dtype the volume starts in, from the headers alone."""
+    if series.is_color:
+        return np.dtype(np.uint8)
+    instances = series.instances
+    if any(inst.float_pixels or inst.bits_allocated > 32 for inst in instances):
+        return np.dtype(np.float32)
+    lows, highs = [], []
+    for ref in series.frames:
+        g = ref.geometry
+        if not (_is_integral(g.slope) and _is_integral(g.intercept)):
+            return np.dtype(np.float32)
+        lo, hi = _stored_range(ref.instance)
+        a, b = lo * g.slope + g.intercept, hi * g.slope + g.intercept
+        lows.append(min(a, b))
+        highs.append(max(a, b))
+    lo, hi = min(lows), max(highs)
+    if lo >= 0 and hi <= 255 and all(inst.bits_allocated <= 8 for inst in instances):
+        return np.dtype(np.uint8)
+    if _holds(np.dtype(np.int16), lo, hi) or all(inst.bits_stored <= 16 for inst in instances):
+        # int16 even where the header's theoretical range is wider: real CT and MR values
+        # nearly always fit, and a frame that does not widens the volume once.
+        return np.dtype(np.int16)
+    return np.dtype(np.int32)
+
+
+def _holds(dtype: np.dtype, lo: float, hi: float) -> bool:
+    if dtype.kind == "f":
+        return True
+    info = np.iinfo(dtype)
+    return info.min <= lo and hi <= info.max
+
+
+class _Target:
+    """The volume being filled, widened under a lock when a frame's values need it."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        self.voxels = np.empty(shape, dtype=dtype)
+        self.lock = threading.Lock()
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.widened_from: np.dtype | None = None
+
+    def put(self, k: int, stored: np.ndarray, slope: float, intercept: float) -> None:
+        if self.voxels.ndim == 4:
+            with self.lock:
+                self.voxels[k] = stored
+            return
+        if stored.size:
+            s_lo, s_hi = stored.min(), stored.max()
+            if stored.dtype.kind == "f" and not (np.isfinite(s_lo) and np.isfinite(s_hi)):
+                s_lo, s_hi = np.nanmin(np.where(np.isfinite(stored), stored, np.nan)), np.nanmax(
+                    np.where(np.isfinite(stored), stored, np.nan))
+            a, b = float(s_lo) * slope + intercept, float(s_hi) * slope + intercept
+            lo, hi = min(a, b), max(a, b)
+        else:
+            lo = hi = intercept
+        with self.lock:
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+            if not _holds(self.voxels.dtype, self.lo, self.hi):
+                self._widen()
+            out = self.voxels[k]
+            if slope == 1.0 and intercept == 0.0:
+                np.copyto(out, stored, casting="unsafe")
+            elif self.voxels.dtype.kind == "f":
+                np.multiply(stored, np.float32(slope), out=out, casting="unsafe")
+                if intercept:
+                    np.add(out, np.float32(intercept), out=out)
+            elif slope == 1.0:
+                np.add(stored, np.int32(intercept), out=out, casting="unsafe")
+            else:
+                np.multiply(stored, np.int64(slope), out=out, casting="unsafe")
+                np.add(out, np.int64(intercept), out=out, casting="unsafe")
+
+    def _widen(self) -> None:
+        ladder = [d for d in _INTEGER_LADDER if d.itemsize >= self.voxels.dtype.itemsize or d.kind == "f"]
+        for dtype in ladder:
+            if _holds(dtype, self.lo, self.hi):
+                break
+        if self.widened_from is None:
+            self.widened_from = self.voxels.dtype
+        self.voxels = self.voxels.astype(dtype)
+
+    def fill(self, k: int, value: float) -> None:
+        with self.lock:
+            self.voxels[k] = np.clip(value, *(_limits(self.voxels.dtype)))
+
+
+def _limits(dtype: np.dtype) -> tuple[float, float]:
+    if dtype.kind == "f":
+        return -np.inf, np.inf
+    info = np.iinfo(dtype)
+    return info.min, info.max
+
+
+def _fast(ref: FrameRef) -> bool:
+    inst = ref.instance
+    return inst.pixel_offset is not None and inst.samples_per_pixel == 1 and inst.photometric.startswith("MONOCHROME")
+
+
+def _pooled(instance: Instance) -> bool:
+    return instance.kind == "dicom" and instance.transfer_syntax not in UNCOMPRESSED
+
+
+def load(
+    series: Series,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    on_slice: Callable[[Volume, int], object] | None = None,
+    first_slice: int | None = None,
+    parallel: bool = True,
+) -> Volume:
+    """Decode ``series`` into a :class:`Volume`.
+
+    ``progress(done, total)`` counts slices; ``on_slice(volume, k)`` is called (in the calling
+    thread) as soon as slice ``k`` holds its final values, with the volume being filled (read
+    ``volume.voxels`` afresh each time: it may be widened once). ``cancel`` stops between
+    slices with :class:`~medviewer.core.errors.Cancelled`. Frames that fail to decode are
+    left blank and named in ``volume.warnings``; if none decodes, :class:`LoadError` is raised.
+    """
+    frames = series.frames
+    count = len(frames)
+    if count == 0:
+        raise LoadError(series.key, "series has no frames")
+    shape = (count, series.rows, series.columns) + ((3,) if series.is_color else ())
+    target = _Target(shape, plan_dtype(series))
+    volume = _make_volume(series, target.voxels)
+
+    first = count // 2 if first_slice is None else min(max(first_slice, 0), count - 1)
+    order = [first] + [k for k in range(count) if k != first]
+
+    failures: dict[int, str] = {}
+    done = 0
+    total = count
+    if progress:
+        progress(0, total)
+
+    workers = worker_count() if parallel else 1
+    pool = process_pool() if parallel else None
+    local = threading.local()
+
+    def buffer_for(instance: Instance) -> np.ndarray:
+        buf = getattr(local, "buffer", None)
+        if buf is None or buf.nbytes < instance.frame_bytes:
+            buf = np.empty(instance.frame_bytes, dtype=np.uint8)
+            local.buffer = buf
+        return buf
+
+    def read_fast(k: int) -> list[int]:
+        ref = frames[k]
+        stored = read_native_frame(ref.instance, ref.frame, buffer_for(ref.instance))
+        target.put(k, stored, ref.geometry.slope, ref.geometry.intercept)
+        return [k]
+
+    def put_decoded(ks: list[int], arrays: list[np.ndarray], palette) -> list[int]:
+        for k, array in zip(ks, arrays):
+            ref = frames[k]
+            if series.is_color:
+                array = to_rgb8(array, ref.instance, palette)
+            target.put(k, array, ref.geometry.slope, ref.geometry.intercept)
+        return ks
+
+    def decode_here(ks: list[int]) -> list[int]:
+        inst = frames[ks[0]].instance
+        arrays, palette = decode_frames(inst, [frames[k].frame for k in ks])
+        return put_decoded(ks, arrays, palette)
+
+    # Jobs: (kind, slice indices). Frames of one instance that need a decoder go together.
+    jobs: list[tuple[str, list[int]]] = []
+    grouped: dict[int, list[int]] = {}
+    for k in order:
+        ref = frames[k]
+        if _fast(ref):
+            jobs.append(("fast", [k]))
+        else:
+            key = id(ref.instance)
+            if key not in grouped:
+                grouped[key] = []
+                jobs.append(("decode", grouped[key]))
+            grouped[key].append(k)
+    split_jobs: list[tuple[str, list[int]]] = []
+    for kind, ks in jobs:
+        if kind == "decode":
+            ks.sort(key=lambda k: frames[k].frame)
+            if first in ks:  # decode the priority slice alone, first
+                split_jobs.append((kind, [first]))
+                ks = [k for k in ks if k != first]
+            split_jobs.extend((kind, ks[i:i + _FRAMES_PER_TASK]) for i in range(0, len(ks), _FRAMES_PER_TASK))
+        else:
+            split_jobs.append((kind, ks))
+
+    threads = ThreadPoolExecutor(max_workers=max(2, workers) if parallel else 1, thread_name_prefix="medviewer-load")
+    pending: dict[Future, tuple[str, list[int]]] = {}
+    try:
+        for kind, ks in split_jobs:
+            inst = frames[ks[0]].instance
+            if kind == "decode" and pool is not None and _pooled(inst):
+                try:
+                    future = pool.submit(decode_frames, inst, [frames[k].frame for k in ks])
+                    pending[future] = ("pooled", ks)
+                    continue
+                except (BrokenProcessPool, RuntimeError):
+                    pool = None
+            future = threads.submit(read_fast if kind == "fast" else decode_here, *( [ks[0]] if kind == "fast" else [ks]))
+            pending[future] = (kind, ks)
+
+        while pending:
+            if is_cancelled(cancel):
+                raise Cancelled("load cancelled")
+            finished, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, ks = pending.pop(future)
+                try:
+                    result = future.result()
+                    if kind == "pooled":
+                        arrays, palette = result
+                        put_decoded(ks, arrays, palette)
+                except BrokenProcessPool:
+                    # A codec crashed a pool process: decode here instead, one job at a time.
+                    try:
+                        decode_here(ks)
+                    except DecodeError as exc:
+                        for k in ks:
+                            failures[k] = str(exc)
+                except DecodeError as exc:
+                    for k in ks:
+                        failures[k] = str(exc)
+                except (OSError, ValueError, MemoryError) as exc:
+                    for k in ks:
+                        failures[k] = f"could not be read ({exc})"
+                volume.voxels = target.voxels
+                done += len(ks)
+                if on_slice:
+                    for k in ks:
+                        if k not in failures:
+                            on_slice(volume, k)
+                if progress:
+                    progress(done, total)
+    finally:
+        for future in pending:
+            future.cancel()
+        threads.shutdown(wait=True, cancel_futures=True)
+
+    volume.voxels = target.voxels
+    if failures:
+        if len(failures) == count:
+            k = min(failures)
+            raise LoadError(frames[k].instance.source.name, failures[k])
+        fill = target.lo if np.isfinite(target.lo) else 0
+        for k in sorted(failures):
+            target.fill(k, fill)
+        volume.missing_slices = sorted(failures)
+        shown = sorted(failures)[:3]
+        detail = "; ".join(f"slice {k + 1} ({frames[k].instance.source.name}): {failures[k]}" for k in shown)
+        more = f"; and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
+        volume.warnings.append(f"{len(failures)} slice(s) could not be decoded and are shown blank: {detail}{more}")
+    return volume
+
+
+def _make_volume(series: Series, voxels: np.ndarray) -> Volume:
+    first = series.first
+    modality = series.modality
+    rescale_type = str(first.get("RescaleType", "") or "")
+    units = "HU" if modality == "CT" and rescale_type in ("", "HU") else rescale_type
+    slices = []
+    for ref in series.frames:
+        inst = ref.instance
+        number = inst.get("InstanceNumber")
+        try:
+            number = int(number) if number not in (None, "") else None
+        except (TypeError, ValueError):
+            number = None
+        uid = inst.sop_instance_uid if inst.frames == 1 else f"{inst.sop_instance_uid}"
+        slices.append(SliceInfo(uid, inst.source.name, ref.frame, ref.geometry.position, number,
+                                ref.geometry.slope, ref.geometry.intercept))
+    return Volume(
+        voxels=voxels,
+        spacing_mm=series.spacing_mm,
+        origin_lps_mm=np.asarray(series.origin_lps_mm, dtype=float),
+        direction=series.direction,
+        slices=slices,
+        modality=modality,
+        units=units,
+        photometric="RGB" if series.is_color else series.photometric,
+        windows=list(series.frames[0].geometry.windows),
+        voi_lut=_voi_lut(first),
+        series_uid=series.uid,
+        study_uid=series.study_uid,
+        frame_of_reference_uid=series.frame_of_reference_uid,
+        description=series.description,
+        geometry_known=series.geometry_known,
+        pixel_spacing_known=series.pixel_spacing_known,
+        headers=[ref.instance.header for ref in series.frames],
+        warnings=list(series.warnings),
+    )
+
+
+def _voi_lut(instance: Instance) -> VoiLut | None:
+    header = instance.header
+    if header is None or not header.get("VOILUTSequence"):
+        return None
+    try:
+        item = header.VOILUTSequence[0]
+        entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+        entries = entries or 65536
+        data = item.LUTData
+        if isinstance(data, bytes):
+            dtype = "<u1" if bits <= 8 and len(data) == entries else "<u2"
+            table = np.frombuffer(data, dtype=dtype)
+        else:
+            table = np.asarray(data)
+        table = np.asarray(table[:entries], dtype=np.uint16)
+        return VoiLut(first_mapped if first_mapped < 32768 or instance.pixel_representation == 0 else first_mapped - 65536,
+                      table, str(item.get("LUTExplanation", "") or ""))
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return None

@@ -1,0 +1,90 @@
+"""``medviewer.scan(paths)``: headers of everything under the given paths, grouped and sorted.
+
+No pixel is decoded here. Headers are read in parallel (processes, since parsing holds the
+GIL) when there are enough files to pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
+from medviewer.core.header import Instance, read_instance
+from medviewer.core.pool import process_pool
+from medviewer.core.series import ScanResult, build_series, refused_sorted
+from medviewer.core.sources import Refused, Source, iter_sources
+
+# Below this many files a pool costs more than it saves.
+PARALLEL_MIN_FILES = 48
+CHUNK = 16
+
+
+def read_instances(sources: Sequence[Source]) -> list[Instance | Refused]:
+    """Read headers of a batch of sources (runs in a pool process)."""
+    return [read_instance(source) for source in sources]
+
+
+def scan(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    parallel: bool = True,
+) -> ScanResult:
+    """Find the studies and series under ``paths`` (files, folders, ZIP archives, DICOMDIR).
+
+    Returns a :class:`ScanResult` whose ``refused`` list names every file that was not taken
+    and why. ``progress(done, total)`` is called as headers are read; ``cancel`` (a callable
+    or an object with ``is_set()``) stops the scan between batches with :class:`Cancelled`.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    sources: list[Source] = []
+    refused: list[Refused] = []
+    for item in iter_sources(paths):
+        (sources if isinstance(item, Source) else refused).append(item)
+        if is_cancelled(cancel):
+            raise Cancelled("scan cancelled")
+
+    results = _read_all(sources, progress, cancel, parallel)
+    instances = []
+    for result in results:
+        if isinstance(result, Instance):
+            instances.append(result)
+        else:
+            refused.append(result)
+    return ScanResult(build_series(instances), refused_sorted(refused))
+
+
+def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel: bool) -> list:
+    total = len(sources)
+    if progress:
+        progress(0, total)
+    pool = process_pool() if parallel and total >= PARALLEL_MIN_FILES else None
+    results: list = []
+    if pool is None:
+        for index, source in enumerate(sources, start=1):
+            if is_cancelled(cancel):
+                raise Cancelled("scan cancelled")
+            results.append(read_instance(source))
+            if progress and (index % CHUNK == 0 or index == total):
+                progress(index, total)
+        return results
+
+    chunks = [sources[i:i + CHUNK] for i in range(0, total, CHUNK)]
+    futures = [pool.submit(read_instances, chunk) for chunk in chunks]
+    done = 0
+    try:
+        for future in futures:
+            if is_cancelled(cancel):
+                raise Cancelled("scan cancelled")
+            batch = future.result()
+            results.extend(batch)
+            done += len(batch)
+            if progress:
+                progress(done, total)
+    finally:
+        for future in futures:
+            future.cancel()
+    return results
