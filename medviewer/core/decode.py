@@ -69,18 +69,14 @@ def read_native_frame(instance: Instance, frame: int, out: np.ndarray) -> np.nda
 
 
 def _full_dataset(instance: Instance) -> Dataset:
+    from medviewer.core.header import _apply_defaults
+
     with instance.source.open() as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(fp, force=True)
-    header = instance.header
-    if header is not None:
-        # Attributes the header reader filled in (missing BitsStored and the like) and the
-        # transfer syntax it inferred.
-        for keyword in ("PhotometricInterpretation", "SamplesPerPixel", "BitsStored", "HighBit", "PixelRepresentation"):
-            if keyword not in ds and keyword in header:
-                setattr(ds, keyword, header.get(keyword))
-        if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-            ds.file_meta = header.file_meta
+    # Attributes the header reader had to assume (missing BitsStored and the like) and the
+    # transfer syntax it inferred for files without a meta header.
+    _apply_defaults(ds, instance)
     return ds
 
 

@@ -95,16 +95,41 @@ class Instance:
     float_pixels: bool = False
     transfer_syntax: str = ""
     pixel_offset: int | None = None
-    header: Dataset | None = None
     geometry: list[FrameGeometry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    dataset: Dataset | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        # Pool processes get and return instances without the parsed header: pickling a
+        # pydicom Dataset costs more than parsing it. ``header`` re-reads it on demand.
+        state = dict(self.__dict__)
+        state["dataset"] = None
+        return state
+
+    @property
+    def header(self) -> Dataset | None:
+        """The full header (no pixel data) for DICOM files, read again on first use if needed."""
+        if self.kind != "dicom":
+            return None
+        if self.dataset is None:
+            with self.source.open() as fp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.dataset = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            _apply_defaults(self.dataset, self)
+        return self.dataset
 
     def get(self, keyword: str, default: Any = None) -> Any:
-        """A header attribute's value, or ``default`` (always ``default`` for non-DICOM files)."""
-        if self.header is None:
-            return self.extra.get(keyword, default)
-        value = self.header.get(keyword, default)
+        """A header attribute as a plain Python value (str, int, float, list), or ``default``.
+
+        The attributes a browser and the grouping need are kept from the first read; others
+        come from :attr:`header`.
+        """
+        if keyword in self.attrs or self.kind != "dicom":
+            value = self.attrs.get(keyword)
+        else:
+            header = self.header
+            value = _plain(header.get(keyword)) if header is not None else None
         return default if value is None or value == "" else value
 
     @property
@@ -126,7 +151,123 @@ class Instance:
         return syntax_name(self.transfer_syntax)
 
 
-def read_instance(source: Source) -> Instance | Refused:
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "TM", "UI"}
+_CHARSET_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "UC"}
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_TAGS: dict[str, int] = {}
+
+
+class FastHeader:
+    """Plain values of a header's attributes, converted straight from the raw bytes.
+
+    pydicom converts a raw element through several layers (about 30 µs each); reading a
+    series of hundreds of files asks for dozens of attributes per file, so the common value
+    representations are converted here and everything else is left to pydicom.
+    """
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+        charset = ds.get_item(0x00080005)
+        self.plain_text = charset is None or not getattr(charset, "value", None) or (
+            getattr(charset, "value", b"") in (b"ISO_IR 6", b"ISO_IR 6 ", "ISO_IR 6"))
+
+    def __contains__(self, keyword: str) -> bool:
+        return _tag(keyword) in self.ds
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        tag = _tag(keyword)
+        raw = self.ds.get_item(tag)
+        if raw is None:
+            return default
+        try:
+            value = self._convert(tag, raw)
+        except (ValueError, struct.error, UnicodeDecodeError, KeyError):
+            try:
+                value = _plain(self.ds[tag].value)
+            except Exception:  # noqa: BLE001 - an unreadable value is an absent one
+                value = None
+        return default if value is None or value == "" else value
+
+    def _convert(self, tag: int, raw) -> Any:
+        if not isinstance(raw, pydicom.dataelem.RawDataElement):
+            return _plain(raw.value)
+        vr = raw.VR or pydicom.datadict.dictionary_VR(tag)
+        data = raw.value
+        if data is None or len(data) == 0:
+            return None
+        if vr == "DS" or vr == "IS":
+            parts = [p.strip(" \0") for p in data.decode("ascii").split("\\")]
+            numbers = [float(p) if vr == "DS" else int(float(p)) for p in parts if p]
+            return numbers[0] if len(numbers) == 1 else numbers
+        if vr in _TEXT_VRS or (vr in _CHARSET_VRS and self.plain_text):
+            parts = [p.strip(" \0") for p in data.decode("ascii" if vr in _TEXT_VRS else "latin-1").split("\\")]
+            if vr in ("LT", "ST", "UT"):
+                return data.decode("latin-1").rstrip(" \0")
+            return parts[0] if len(parts) == 1 else parts
+        if vr in _BINARY_VRS:
+            code = _BINARY_VRS[vr]
+            count = len(data) // struct.calcsize(code)
+            values = struct.unpack(("<" if raw.is_little_endian else ">") + code * count, data[: count * struct.calcsize(code)])
+            return values[0] if count == 1 else list(values)
+        return _plain(self.ds[tag].value)
+
+
+def _tag(keyword: str) -> int:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        if tag is None:
+            raise KeyError(keyword)
+        _TAGS[keyword] = tag
+    return tag
+
+
+# Attributes kept from the first read (what browsing, grouping and info need).
+KEPT_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "StudyID",
+    "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "SeriesDate", "Modality", "BodyPartExamined",
+    "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "AcquisitionNumber", "FrameOfReferenceUID",
+    "ImageType", "Manufacturer", "ManufacturerModelName", "InstitutionName",
+    "SliceThickness", "SpacingBetweenSlices", "RescaleType", "BurnedInAnnotation", "Laterality",
+    "PixelPaddingValue", "ContentDate", "ContentTime",
+)
+
+
+def _plain(value: Any) -> Any:
+    """A pydicom value as plain, cheaply picklable Python data."""
+    if value is None or isinstance(value, (str, int, float)) and type(value) in (str, int, float):
+        return value
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pydicom.sequence.Sequence):
+        return None
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    return str(value)
+
+
+def _apply_defaults(ds: Dataset, instance: Instance) -> None:
+    """Write the attributes the first read had to assume back into a re-read header."""
+    for keyword, value in (("PhotometricInterpretation", instance.photometric),
+                           ("SamplesPerPixel", instance.samples_per_pixel),
+                           ("BitsStored", instance.bits_stored),
+                           ("HighBit", instance.bits_stored - 1),
+                           ("PixelRepresentation", instance.pixel_representation)):
+        if ds.get(keyword) in (None, ""):
+            setattr(ds, keyword, value)
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        ds.file_meta = meta = pydicom.dataset.FileMetaDataset()
+    if not str(meta.get("TransferSyntaxUID", "") or "").strip():
+        meta.TransferSyntaxUID = UID(instance.transfer_syntax)
+
+
+def read_instance(source: Source, keep_header: bool = True) -> Instance | Refused:
     """Read ``source``'s header and describe it, or say in plain words why it is refused."""
     try:
         size = source.size()
@@ -146,7 +287,7 @@ def read_instance(source: Source) -> Instance | Refused:
                 from medviewer.core.raster import read_raster_header
 
                 return read_raster_header(source, fp)
-            return _read_dicom(source, fp, head, size)
+            return _read_dicom(source, fp, head, size, keep_header)
     except OSError as exc:
         return Refused(source.name, _os_reason(exc))
     except MemoryError:
@@ -173,7 +314,7 @@ def _plausible_raw_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refused:
+def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = True) -> Instance | Refused:
     has_preamble = head[128:132] == b"DICM"
     if not has_preamble and not _plausible_raw_dicom(head):
         return Refused(source.name, "not a DICOM file")
@@ -190,7 +331,8 @@ def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refuse
         return Refused(source.name, f"damaged or truncated DICOM header ({_short(exc)})")
     pixel_tag_at = fp.tell()
 
-    sop_class = ds.get("SOPClassUID") or ds.get("MediaStorageSOPClassUID") or (
+    values = FastHeader(ds)
+    sop_class = values.get("SOPClassUID") or values.get("MediaStorageSOPClassUID") or (
         ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else None)
     if str(sop_class or "") == "1.2.840.10008.1.3.10":
         return Refused(source.name, "DICOMDIR index, not an image (open it or its folder to read its files)")
@@ -205,13 +347,13 @@ def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refuse
     pixel_keyword, value_offset, value_length = element
 
     for keyword in ("Rows", "Columns", "BitsAllocated"):
-        if ds.get(keyword) in (None, "", 0):
+        if values.get(keyword) in (None, "", 0):
             tag = pydicom.datadict.tag_for_keyword(keyword)
             return Refused(source.name, f"missing {keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}), cannot lay out the pixels")
 
     notes: list[str] = []
-    samples = int(ds.get("SamplesPerPixel") or 0)
-    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+    samples = int(values.get("SamplesPerPixel") or 0)
+    photometric = str(values.get("PhotometricInterpretation") or "").strip().upper()
     if not photometric:
         photometric = "RGB" if samples == 3 else "MONOCHROME2"
         ds.PhotometricInterpretation = photometric
@@ -220,27 +362,27 @@ def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refuse
         samples = 3 if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT") else 1
         ds.SamplesPerPixel = samples
         notes.append(f"missing SamplesPerPixel, taken as {samples}")
-    bits_allocated = int(ds.BitsAllocated)
-    bits_stored = ds.get("BitsStored")
+    bits_allocated = int(values.get("BitsAllocated"))
+    bits_stored = values.get("BitsStored")
     if bits_stored in (None, ""):
         bits_stored = bits_allocated
         ds.BitsStored = bits_allocated
         notes.append("missing BitsStored, taken as BitsAllocated")
-    if ds.get("HighBit") in (None, ""):
+    if values.get("HighBit") in (None, ""):
         ds.HighBit = int(bits_stored) - 1
-    pixel_representation = ds.get("PixelRepresentation")
+    pixel_representation = values.get("PixelRepresentation")
     if pixel_representation in (None, ""):
         pixel_representation = 0
         ds.PixelRepresentation = 0
         notes.append("missing PixelRepresentation, taken as unsigned")
     try:
-        frames = int(ds.get("NumberOfFrames") or 1)
+        frames = int(values.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
-        return Refused(source.name, f"invalid NumberOfFrames {ds.get('NumberOfFrames')!r}")
+        return Refused(source.name, f"invalid NumberOfFrames {values.get('NumberOfFrames')!r}")
     if frames < 1:
         return Refused(source.name, f"invalid NumberOfFrames {frames}")
 
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    rows, columns = int(values.get("Rows")), int(values.get("Columns"))
     instance = Instance(
         source=source,
         kind="dicom",
@@ -252,11 +394,12 @@ def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refuse
         bits_allocated=bits_allocated,
         bits_stored=int(bits_stored),
         pixel_representation=int(pixel_representation),
-        planar_configuration=int(ds.get("PlanarConfiguration") or 0),
+        planar_configuration=int(values.get("PlanarConfiguration") or 0),
         float_pixels=pixel_keyword != "PixelData",
         transfer_syntax=str(syntax),
-        header=ds,
         notes=notes,
+        attrs={keyword: values.get(keyword) for keyword in KEPT_KEYWORDS if keyword in values},
+        dataset=ds if keep_header else None,
     )
 
     encapsulated = value_length == 0xFFFFFFFF
@@ -285,7 +428,7 @@ def _read_dicom(source: Source, fp, head: bytes, size: int) -> Instance | Refuse
             return Refused(source.name, reason)
 
     try:
-        instance.geometry = frame_geometry(ds, frames)
+        instance.geometry = frame_geometry(ds, frames, values)
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         return Refused(source.name, f"unreadable geometry attributes ({_short(exc)})")
     return instance
@@ -401,10 +544,12 @@ def _first(sequence) -> Dataset | None:
         return None
 
 
-def frame_geometry(ds: Dataset, frames: int) -> list[FrameGeometry]:
+def frame_geometry(ds: Dataset, frames: int, values: FastHeader | None = None) -> list[FrameGeometry]:
     """Per-frame geometry and modality LUT, from classic or enhanced (functional group) headers."""
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    has_functional = bool(per_frame) or "SharedFunctionalGroupsSequence" in ds
+    has_functional = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") if has_functional else None
+    ds_plain = ds
+    ds = values or FastHeader(ds)
     base_position = _floats(ds.get("ImagePositionPatient"), 3)
     base_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
     base_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
@@ -429,21 +574,21 @@ def frame_geometry(ds: Dataset, frames: int) -> list[FrameGeometry]:
         thickness, slope, intercept, windows = base_thickness, base_slope, base_intercept, base_windows
         if has_functional:
             item = per_frame[index] if per_frame and index < len(per_frame) else None
-            plane = _functional(ds, item, "PlanePositionSequence")
+            plane = _functional(ds_plain, item, "PlanePositionSequence")
             if plane is not None:
                 position = _floats(plane.get("ImagePositionPatient"), 3) or position
-            plane = _functional(ds, item, "PlaneOrientationSequence")
+            plane = _functional(ds_plain, item, "PlaneOrientationSequence")
             if plane is not None:
                 orientation = _floats(plane.get("ImageOrientationPatient"), 6) or orientation
-            measures = _functional(ds, item, "PixelMeasuresSequence")
+            measures = _functional(ds_plain, item, "PixelMeasuresSequence")
             if measures is not None:
                 spacing = _floats(measures.get("PixelSpacing"), 2) or spacing
                 thickness = _float(measures.get("SliceThickness"), thickness)
-            transform = _functional(ds, item, "PixelValueTransformationSequence")
+            transform = _functional(ds_plain, item, "PixelValueTransformationSequence")
             if transform is not None:
                 slope = _float(transform.get("RescaleSlope"), slope) or slope
                 intercept = _float(transform.get("RescaleIntercept"), intercept)
-            voi = _functional(ds, item, "FrameVOILUTSequence")
+            voi = _functional(ds_plain, item, "FrameVOILUTSequence")
             if voi is not None:
                 windows = _windows(voi) or windows
         elif offsets is not None and position is not None and orientation is not None:

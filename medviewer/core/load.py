@@ -341,7 +341,7 @@ def _make_volume(series: Series, voxels: np.ndarray) -> Volume:
         description=series.description,
         geometry_known=series.geometry_known,
         pixel_spacing_known=series.pixel_spacing_known,
-        headers=[ref.instance.header for ref in series.frames],
+        sources=[ref.instance for ref in series.frames],
         warnings=list(series.warnings),
     )
 

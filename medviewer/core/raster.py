@@ -50,7 +50,7 @@ def read_raster_header(source: Source, fp) -> Instance | Refused:
         source=source, kind="image", rows=height, columns=width, frames=frames,
         samples_per_pixel=samples, photometric=photometric, bits_allocated=bits, bits_stored=bits,
         pixel_representation=signed, float_pixels=is_float,
-        geometry=[FrameGeometry() for _ in range(frames)], extra=_picture_extra(source) | {"mode": mode},
+        geometry=[FrameGeometry() for _ in range(frames)], attrs=_picture_extra(source) | {"mode": mode},
     )
 
 
@@ -125,7 +125,7 @@ def read_nifti_header(source: Source, fp) -> Instance | Refused:
         photometric="MONOCHROME2", bits_allocated=dtype.itemsize * 8, bits_stored=dtype.itemsize * 8,
         pixel_representation=int(dtype.kind in "if"), float_pixels=dtype.kind == "f",
         geometry=geometry, notes=notes,
-        extra={"Modality": "OT", "SeriesDescription": name, "StudyDescription": name,
+        attrs={"Modality": "OT", "SeriesDescription": name, "StudyDescription": name,
                "dtype": dtype.str},
     )
 

@@ -22,7 +22,7 @@ CHUNK = 16
 
 def read_instances(sources: Sequence[Source]) -> list[Instance | Refused]:
     """Read headers of a batch of sources (runs in a pool process)."""
-    return [read_instance(source) for source in sources]
+    return [read_instance(source, keep_header=False) for source in sources]
 
 
 def scan(

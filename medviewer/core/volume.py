@@ -58,7 +58,7 @@ class Volume:
     description: str = ""
     geometry_known: bool = False
     pixel_spacing_known: bool = False
-    headers: list[Dataset | None] = field(default_factory=list)
+    sources: list = field(default_factory=list, repr=False)
     warnings: list[str] = field(default_factory=list)
     missing_slices: list[int] = field(default_factory=list)
 
@@ -108,6 +108,13 @@ class Volume:
         point = np.asarray(point, dtype=float) - self.origin_lps_mm
         return np.linalg.solve(self.direction.T, point.T).T / np.asarray(self.spacing_mm) if point.ndim == 1 else (
             np.linalg.solve(self.direction.T, point.reshape(-1, 3).T).T.reshape(point.shape) / np.asarray(self.spacing_mm))
+
+    def header(self, k: int) -> Dataset | None:
+        """The source header (no pixel data) of slice ``k``, for export and the tag browser;
+        None for pictures and NIfTI. Read on first use."""
+        if not self.sources:
+            return None
+        return self.sources[k].header
 
     @property
     def bytes_per_voxel(self) -> float:
