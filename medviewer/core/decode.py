@@ -106,11 +106,18 @@ def decode_frames(instance: Instance, frames: list[int]) -> tuple[list[np.ndarra
 
     out = []
     expected = (instance.rows, instance.columns) + ((3,) if instance.samples_per_pixel == 3 else ())
+    preferred = preferred_plugin(instance.transfer_syntax)
     for frame in frames:
+        index = frame if instance.frames > 1 else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                array = pixel_array(ds, index=frame if instance.frames > 1 else None)
+                try:
+                    array = pixel_array(ds, index=index, decoding_plugin=preferred) if preferred else None
+                except Exception:  # noqa: BLE001 - fall back to every other plugin
+                    array = None
+                if array is None:
+                    array = pixel_array(ds, index=index)
         except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
             raise DecodeError(f"frame {frame + 1} could not be decoded ({_reason(exc)})") from None
         if array.shape != expected and array.shape[1:] == expected and array.shape[0] == 1:
@@ -125,6 +132,31 @@ def decode_frames(instance: Instance, frames: list[int]) -> tuple[list[np.ndarra
         except Exception as exc:  # noqa: BLE001
             raise DecodeError(f"unusable colour palette ({_reason(exc)})") from None
     return out, palette
+
+
+# JPEG 2000 through GDCM decodes about a quarter faster than through OpenJPEG's Python
+# binding (benchmarks/load_series.py); pydicom falls back to its other plugins without it.
+_PREFERRED_PLUGINS = {
+    "1.2.840.10008.1.2.4.90": "gdcm",
+    "1.2.840.10008.1.2.4.91": "gdcm",
+}
+_plugin_available: dict[str, bool] = {}
+
+
+def preferred_plugin(syntax: str) -> str | None:
+    """The pydicom decoding plugin to try first for ``syntax``, if installed."""
+    plugin = _PREFERRED_PLUGINS.get(syntax)
+    if plugin is None:
+        return None
+    if syntax not in _plugin_available:
+        from pydicom.pixels import get_decoder
+        from pydicom.uid import UID
+
+        try:
+            _plugin_available[syntax] = plugin in get_decoder(UID(syntax)).available_plugins
+        except (NotImplementedError, ValueError):
+            _plugin_available[syntax] = False
+    return plugin if _plugin_available[syntax] else None
 
 
 def _palette(ds: Dataset) -> Palette:
