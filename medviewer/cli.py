@@ -143,7 +143,10 @@ def _demo_config(args: argparse.Namespace):
             changes[field] = (lo, hi)
     if args.count < 1:
         raise CommandError(f"--count must be at least 1, got {args.count}")
-    return replace(DEMO_CONFIG, **changes)
+    try:
+        return replace(DEMO_CONFIG, **changes)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"invalid demo-data settings: {exc}") from None
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

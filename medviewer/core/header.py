@@ -29,6 +29,9 @@ from medviewer.core.sources import Refused, Source
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NIFTI_SUFFIXES = {".nii", ".nii.gz"}
+# Files that sit beside images in study folders and are never images themselves.
+NON_IMAGE_SUFFIXES = {".json", ".txt", ".csv", ".tsv", ".xml", ".md", ".html", ".htm", ".pdf", ".npy", ".npz",
+                      ".log", ".ini", ".cfg", ".yaml", ".yml", ".py", ".sh", ".bat", ".exe", ".dll", ".so"}
 
 _RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -283,6 +286,8 @@ def read_instance(source: Source, keep_header: bool = True) -> Instance | Refuse
                 from medviewer.core.raster import read_nifti_header
 
                 return read_nifti_header(source, fp)
+            if head[128:132] != b"DICM" and source.suffix in NON_IMAGE_SUFFIXES:
+                return Refused(source.name, f"not an image ({source.suffix} file)")
             if head[128:132] != b"DICM" and (source.suffix in RASTER_SUFFIXES or head.startswith(_RASTER_MAGIC)):
                 from medviewer.core.raster import read_raster_header
 
@@ -343,6 +348,12 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
     element = _pixel_element(fp, pixel_tag_at, syntax, size)
     if element is None:
         what = UID(str(sop_class)).name if sop_class else "unknown object"
+        # pydicom stops quietly at the end of a cut-off file: an image object (by its SOP
+        # class or its Rows) whose data set runs to the end of the file without pixel data
+        # was cut short, it is not an object without an image.
+        image_object = "Rows" in ds or "Image Storage" in what
+        if image_object and pixel_tag_at + 8 > size:
+            return Refused(source.name, f"truncated or incomplete: the file ends before its pixel data ({what})")
         return Refused(source.name, f"no image in this DICOM file ({what})")
     pixel_keyword, value_offset, value_length = element
 
@@ -517,13 +528,18 @@ def _float(value, default: float | None = None) -> float | None:
     return values[0] if values else default
 
 
+def _count(value) -> int:
+    return len(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else 1
+
+
 def _windows(holder) -> tuple[tuple[float, float], ...]:
     centres = holder.get("WindowCenter")
     widths = holder.get("WindowWidth")
     if centres in (None, "") or widths in (None, ""):
         return ()
-    c = _floats(centres, 1) or ()
-    w = _floats(widths, 1) or ()
+    # Every window the header offers, not just the first (``_floats`` keeps ``count`` values).
+    c = _floats(centres, _count(centres)) or ()
+    w = _floats(widths, _count(widths)) or ()
     return tuple((ci, wi) for ci, wi in zip(c, w) if wi > 0)
 
 

@@ -1,0 +1,1 @@
+"""The diagnosis assistant: networks, model packages, preprocessing, inference, training, phantoms. Never imports Qt."""
