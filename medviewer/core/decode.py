@@ -118,7 +118,10 @@ def decode_frames(instance: Instance, frames: list[int]) -> tuple[list[np.ndarra
                     array = None
                 if array is None:
                     array = pixel_array(ds, index=index)
-        except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - decoders raise anything on bad data, and the
+            # Rust codecs (pylibjpeg-rle) raise pyo3's PanicException, a BaseException, on corrupt frames
             raise DecodeError(f"frame {frame + 1} could not be decoded ({_reason(exc)})") from None
         if array.shape != expected and array.shape[1:] == expected and array.shape[0] == 1:
             array = array[0]

@@ -8,7 +8,7 @@ between batches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 
 class MedViewerError(Exception):
@@ -32,7 +32,7 @@ class _Event(Protocol):
     def is_set(self) -> bool: ...
 
 
-CancelToken = Union[Callable[[], bool], _Event]
+CancelToken = Callable[[], bool] | _Event
 ProgressCallback = Callable[[int, int], Any]
 
 

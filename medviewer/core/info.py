@@ -5,8 +5,9 @@ The ``pixels`` object of an image describes its stored values (before the modali
 MedViewer decodes them: ``shape`` is (rows, cols) for one frame, (frames, rows, cols) for
 several, with a trailing 3 for colour; ``sha256`` hashes the values in C order,
 little-endian, as int32 for grayscale and palette indices (int64 when they do not fit,
-float64 for float pixel data) and as interleaved RGB uint8 for colour. Another tool that
-decodes the same file can reproduce the hash.
+float64 for float pixel data) and as interleaved RGB uint8 for colour (YBR converted to RGB;
+16- and 32-bit samples reduced to their top 8 stored bits, ``value >> (BitsStored - 8)``).
+Another tool that decodes the same file can reproduce the hash.
 """
 
 from __future__ import annotations
@@ -191,9 +192,11 @@ def format_text(document: dict[str, Any]) -> str:
             for warning in series["warnings"]:
                 lines.append(f"      warning: {warning}")
             stats = [img["pixels"] for img in series.get("images", []) if "pixels" in img and "error" not in img["pixels"]]
+            # min/max are None for images without a finite value (all-NaN float data).
+            stats = [s for s in stats if s["min"] is not None and s["max"] is not None]
             if stats:
-                lo = min(s["min"] for s in stats if s["min"] is not None)
-                hi = max(s["max"] for s in stats if s["max"] is not None)
+                lo = min(s["min"] for s in stats)
+                hi = max(s["max"] for s in stats)
                 lines.append(f"      stored values {lo} to {hi}")
     s = document["summary"]
     lines.append(f"{s['studies']} stud{'y' if s['studies'] == 1 else 'ies'}, {s['series']} series, "

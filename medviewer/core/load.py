@@ -99,8 +99,8 @@ class _Target:
         if stored.size:
             s_lo, s_hi = stored.min(), stored.max()
             if stored.dtype.kind == "f" and not (np.isfinite(s_lo) and np.isfinite(s_hi)):
-                s_lo, s_hi = np.nanmin(np.where(np.isfinite(stored), stored, np.nan)), np.nanmax(
-                    np.where(np.isfinite(stored), stored, np.nan))
+                finite = stored[np.isfinite(stored)]
+                s_lo, s_hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
             a, b = float(s_lo) * slope + intercept, float(s_hi) * slope + intercept
             lo, hi = min(a, b), max(a, b)
         else:
@@ -242,6 +242,26 @@ def load(
 
     threads = ThreadPoolExecutor(max_workers=max(2, workers) if parallel else 1, thread_name_prefix="medviewer-load")
     pending: dict[Future, tuple[str, list[int]]] = {}
+    submitted: dict[Future, int] = {}
+    # The priority slice is announced first: others that finish before it wait here.
+    held: list[int] = []
+    first_announced = False
+
+    def announce(ks: list[int]) -> None:
+        nonlocal first_announced
+        if on_slice is None:
+            return
+        ready = [k for k in ks if k not in failures]
+        if not first_announced:
+            if first in ks or first in failures:
+                first_announced = True
+                ready = ([first] if first in ready else []) + [k for k in held + ready if k != first]
+                held.clear()
+            else:
+                held.extend(ready)
+                return
+        for k in ready:
+            on_slice(volume, k)
     try:
         for kind, ks in split_jobs:
             inst = frames[ks[0]].instance
@@ -249,17 +269,19 @@ def load(
                 try:
                     future = pool.submit(decode_frames, inst, [frames[k].frame for k in ks])
                     pending[future] = ("pooled", ks)
+                    submitted[future] = len(submitted)
                     continue
                 except (BrokenProcessPool, RuntimeError):
                     pool = None
             future = threads.submit(read_fast if kind == "fast" else decode_here, *( [ks[0]] if kind == "fast" else [ks]))
             pending[future] = (kind, ks)
+            submitted[future] = len(submitted)
 
         while pending:
             if is_cancelled(cancel):
                 raise Cancelled("load cancelled")
             finished, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
-            for future in finished:
+            for future in sorted(finished, key=submitted.__getitem__):
                 kind, ks = pending.pop(future)
                 try:
                     result = future.result()
@@ -281,10 +303,7 @@ def load(
                         failures[k] = f"could not be read ({exc})"
                 volume.voxels = target.voxels
                 done += len(ks)
-                if on_slice:
-                    for k in ks:
-                        if k not in failures:
-                            on_slice(volume, k)
+                announce(ks)
                 if progress:
                     progress(done, total)
     finally:

@@ -26,6 +26,11 @@ def _picture_extra(source: Source) -> dict:
     return {"Modality": "OT", "SeriesDescription": folder, "StudyDescription": folder}
 
 
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.split(",")[0] if text else type(exc).__name__
+
+
 def read_raster_header(source: Source, fp) -> Instance | Refused:
     from PIL import Image, UnidentifiedImageError
 
@@ -36,6 +41,8 @@ def read_raster_header(source: Source, fp) -> Instance | Refused:
             frames = int(getattr(image, "n_frames", 1) or 1)
     except UnidentifiedImageError:
         return Refused(source.name, "not a DICOM file or a readable image")
+    except Image.DecompressionBombError as exc:  # an Exception, not an OSError: it ended the whole scan
+        return Refused(source.name, f"picture too large to open ({_short(exc)})")
     except (OSError, ValueError, SyntaxError) as exc:
         return Refused(source.name, f"damaged image file ({exc})")
     if width < 1 or height < 1:

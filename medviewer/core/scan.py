@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 
 from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
 from medviewer.core.header import Instance, read_instance
@@ -73,13 +74,20 @@ def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel
         return results
 
     chunks = [sources[i:i + CHUNK] for i in range(0, total, CHUNK)]
-    futures = [pool.submit(read_instances, chunk) for chunk in chunks]
+    try:
+        futures = [pool.submit(read_instances, chunk) for chunk in chunks]
+    except (BrokenProcessPool, RuntimeError):
+        return _read_all(sources, progress, cancel, parallel=False)
     done = 0
     try:
-        for future in futures:
+        for chunk, future in zip(chunks, futures):
             if is_cancelled(cancel):
                 raise Cancelled("scan cancelled")
-            batch = future.result()
+            try:
+                batch = future.result()
+            except BrokenProcessPool:
+                # A pool process died (a crashing codec or parser): read this batch here.
+                batch = [read_instance(source) for source in chunk]
             results.extend(batch)
             done += len(batch)
             if progress:

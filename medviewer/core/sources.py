@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,13 @@ class Source:
         """A seekable binary file object; the caller closes it."""
         if self.member is None:
             return open(self.path, "rb")
-        with zipfile.ZipFile(self.path) as archive:
-            return io.BytesIO(archive.read(self.member))
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return io.BytesIO(archive.read(self.member))
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            # A bad CRC, corrupt deflate data, a cut-off member or an unsupported compression
+            # method (Deflate64): an unreadable file like any other, not a crash of the scan.
+            raise OSError(f"damaged ZIP member ({exc})") from None
 
     def read_bytes(self) -> bytes:
         with self.open() as fp:
@@ -175,7 +182,10 @@ def _dicomdir(path: str) -> Iterator[Source | Refused]:
     from pydicom.fileset import FileSet
 
     try:
-        fileset = FileSet(pydicom.dcmread(path))
+        # pydicom warns (on stderr) about DICOMDIRs in other transfer syntaxes; the files are read anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fileset = FileSet(pydicom.dcmread(path))
     except (InvalidDicomError, ValueError, KeyError, AttributeError, OSError) as exc:
         yield Refused(path, f"unreadable DICOMDIR ({exc})")
         return

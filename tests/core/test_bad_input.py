@@ -1,0 +1,511 @@
+"""Bad input is refused with one plain reason naming the file, never an exception or a traceback.
+
+Also: the command line on bad and mixed input, writing nothing anywhere; and the load
+contract for cancel, progress and ``on_slice``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import RLELossless
+
+import medviewer
+from medviewer.cli import main as cli_main
+from medviewer.core.info import describe
+
+
+def refused_one(path) -> medviewer.Refused:
+    """Scan ``path``: nothing taken, exactly one refusal naming it, with a one-line reason."""
+    result = medviewer.scan(path, parallel=False)
+    assert result.series == [], result.series
+    assert len(result.refused) == 1, [str(r) for r in result.refused]
+    refused = result.refused[0]
+    assert refused.path == str(path)
+    assert refused.reason and "\n" not in refused.reason and "Traceback" not in refused.reason
+    assert str(refused) == f"{path}: {refused.reason}"
+    return refused
+
+
+def first_fragment(data: bytes) -> tuple[int, int]:
+    """(offset, length) of the first compressed fragment of an encapsulated little-endian file."""
+    tag = data.rfind(b"\xe0\x7f\x10\x00")
+    assert data[tag + 8:tag + 12] == b"\xff\xff\xff\xff"
+    item = tag + 12
+    assert data[item:item + 4] == b"\xfe\xff\x00\xe0"
+    (offsets,) = struct.unpack("<I", data[item + 4:item + 8])
+    item += 8 + offsets
+    assert data[item:item + 4] == b"\xfe\xff\x00\xe0"
+    (length,) = struct.unpack("<I", data[item + 4:item + 8])
+    return item + 8, length
+
+
+def corrupt(data: bytes, where: str) -> bytes:
+    """Overwrite part of the first fragment with fixed pseudo-random bytes."""
+    start, length = first_fragment(data)
+    rng = np.random.default_rng(1)
+    at, count = (start, 64) if where == "head" else (start + length // 3, 200)
+    out = bytearray(data)
+    out[at:at + count] = rng.integers(0, 256, count, dtype=np.uint8).tobytes()
+    return bytes(out)
+
+
+# --- files refused at scan time -----------------------------------------------------------------
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.dcm"
+    path.write_bytes(b"")
+    assert refused_one(path).reason == "empty file"
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.dcm"
+    data = np.random.default_rng(7).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    assert data[:2] not in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+    path.write_bytes(data)
+    assert "not a DICOM file" in refused_one(path).reason
+
+
+def test_text_file_named_dcm(tmp_path):
+    path = tmp_path / "notes.dcm"
+    path.write_text("Patient notes\nThis is not an image.\n" * 20)
+    assert "not a DICOM file" in refused_one(path).reason
+
+
+def test_header_cut_in_half(tmp_path, pydicom_file):
+    data = Path(pydicom_file("CT_small.dcm")).read_bytes()
+    pixels_at = data.rfind(b"\xe0\x7f\x10\x00")
+    path = tmp_path / "cut_header.dcm"
+    path.write_bytes(data[: pixels_at // 2])
+    reason = refused_one(path).reason
+    assert "truncated" in reason, reason
+
+
+def test_pixel_data_cut_short(tmp_path, pydicom_file):
+    data = Path(pydicom_file("CT_small.dcm")).read_bytes()
+    path = tmp_path / "cut_pixels.dcm"
+    path.write_bytes(data[: len(data) - 1000])
+    reason = refused_one(path).reason
+    assert "truncated pixel data" in reason and "32768" in reason
+
+
+def test_pydicom_truncated_file(pydicom_file):
+    path = pydicom_file("MR_truncated.dcm")
+    reason = refused_one(path).reason
+    assert reason == "truncated pixel data (expected 8192 bytes, found 8130)"
+
+
+def test_missing_rows(tmp_path, dicom):
+    ds = dicom.make_dataset(dicom.slice_pixels(0), study=dicom.uid(), series=dicom.uid(),
+                            frame_of_reference=dicom.uid(), position=(0, 0, 0))
+    del ds.Rows
+    path = dicom.save(ds, tmp_path / "norows.dcm")
+    reason = refused_one(path).reason
+    assert "missing Rows" in reason and "(0028,0010)" in reason
+
+
+def test_unknown_transfer_syntax_jpeg_xl(tmp_path, pydicom_file):
+    """A JPEG XL file (unknown to this pydicom): refused at scan with the syntax's name."""
+    source = pydicom_file("SC_rgb_jpeg_dcmtk.dcm")
+    data = Path(source).read_bytes()
+    (group_length,) = struct.unpack("<I", data[140:144])
+    body = data[144 + group_length:]
+    meta = pydicom.dcmread(source, stop_before_pixels=True).file_meta
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.110"
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    path = tmp_path / "jpegxl.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + fp.getvalue() + body)
+    assert refused_one(path).reason == "no decoder for JPEG XL Lossless"
+
+
+@pytest.mark.parametrize("name", ["reportsi.dcm", "test-SR.dcm"])
+def test_structured_report_has_no_image(pydicom_file, name):
+    reason = refused_one(pydicom_file(name)).reason
+    assert reason.startswith("no image") and "SR" in reason
+
+
+def test_dicom_without_pixel_module_or_image(tmp_path, pydicom_file):
+    """An RT plan copied into a folder beside images: refused, the images still open."""
+    shutil.copy(pydicom_file("rtplan.dcm"), tmp_path / "plan.dcm")
+    shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    result = medviewer.scan(tmp_path, parallel=False)
+    assert len(result.series) == 1
+    assert [(os.path.basename(r.path), r.reason) for r in result.refused] == [
+        ("plan.dcm", "no image in this DICOM file (RT Plan Storage)")]
+
+
+def test_missing_path(tmp_path):
+    path = tmp_path / "nowhere"
+    assert refused_one(path).reason == "no such file or folder"
+
+
+def _chmod_000(path: Path) -> None:
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        path.chmod(0o755)
+        pytest.skip("running with privileges that read any file (root)")
+
+
+def test_unreadable_file(tmp_path, pydicom_file):
+    path = tmp_path / "locked.dcm"
+    shutil.copy(pydicom_file("CT_small.dcm"), path)
+    _chmod_000(path)
+    try:
+        assert "permission denied" in refused_one(path).reason
+        result = medviewer.scan(tmp_path, parallel=False)
+        assert [r.path for r in result.refused] == [str(path)]
+    finally:
+        path.chmod(0o644)
+
+
+def test_unreadable_folder(tmp_path, pydicom_file):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), locked / "ct.dcm")
+    shutil.copy(pydicom_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    _chmod_000(locked)
+    try:
+        result = medviewer.scan(tmp_path, parallel=False)
+        assert len(result.series) == 1
+        assert len(result.refused) == 1
+        assert result.refused[0].path == str(locked)
+        assert "permission denied" in result.refused[0].reason
+    finally:
+        locked.chmod(0o755)
+
+
+def test_unreadable_file_and_folder_simulated(tmp_path, pydicom_file, monkeypatch):
+    """The same refusals where the tests run as root (which reads anything): permissions faked."""
+    locked_file = tmp_path / "locked.dcm"
+    locked_folder = tmp_path / "locked"
+    locked_folder.mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), locked_file)
+    shutil.copy(pydicom_file("CT_small.dcm"), locked_folder / "ct.dcm")
+    shutil.copy(pydicom_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    real_access, real_scandir = os.access, os.scandir
+
+    def access(path, mode, *args, **kwargs):
+        return False if os.fspath(path) == str(locked_file) else real_access(path, mode, *args, **kwargs)
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked_folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert refused_one(locked_file).reason == "cannot be read: permission denied"
+    result = medviewer.scan(tmp_path, parallel=False)
+    assert [s.modality for s in result.series] == ["MR"]
+    assert [(r.path, r.reason) for r in result.refused] == [
+        (str(locked_folder), "folder cannot be read: permission denied"),
+        (str(locked_file), "cannot be read: permission denied"),
+    ]
+
+
+def test_picture_too_large_to_open(tmp_path):
+    """A PNG whose header claims 600 megapixels (Pillow's decompression-bomb guard raises an
+    Exception that is not an OSError): refused, and the rest of the folder still opens."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert refused_one(path).reason.startswith("picture too large to open")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 5), dtype=np.uint8)).save(tmp_path / "small.png")
+    result = medviewer.scan(tmp_path, parallel=False)
+    assert len(result.series) == 1 and [r.path for r in result.refused] == [str(path)]
+
+
+@pytest.mark.parametrize("damage", ["crc", "deflate64"])
+def test_damaged_zip_member(tmp_path, pydicom_file, damage):
+    """One member of a ZIP archive unreadable (bad CRC; a compression method Python's zipfile
+    lacks, as Windows writes for large archives): that member is refused, the others open."""
+    import zipfile
+
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(pydicom_file("CT_small.dcm"), "study/ct.dcm")
+        zf.write(pydicom_file("MR_small.dcm"), "study/mr.dcm")
+    data = bytearray(archive.read_bytes())
+    if damage == "crc":
+        at = data.find(b"DICM") + 3000  # inside the first member's stored bytes
+        data[at:at + 10] = b"X" * 10
+    else:
+        local = data.find(b"PK\x03\x04")
+        central = data.find(b"PK\x01\x02")
+        data[local + 8:local + 10] = struct.pack("<H", 9)  # Deflate64
+        data[central + 10:central + 12] = struct.pack("<H", 9)
+    archive.write_bytes(bytes(data))
+    result = medviewer.scan(archive, parallel=False)
+    assert [s.modality for s in result.series] == ["MR"]
+    (refused,) = result.refused
+    assert refused.path == f"{archive}!/study/ct.dcm"
+    assert "damaged ZIP member" in refused.reason and "\n" not in refused.reason
+    assert medviewer.load(result.series[0], parallel=False).shape == (1, 64, 64)
+
+
+def test_five_good_and_three_bad(writer, tmp_path):
+    written = writer.write(5)
+    folder = writer.folder
+    (folder / "empty.dcm").write_bytes(b"")
+    (folder / "readme.dcm").write_text("not an image")
+    data = Path(written["slices"][0]["path"]).read_bytes()
+    (folder / "half.dcm").write_bytes(data[: len(data) - 100])
+    result = medviewer.scan(folder, parallel=False)
+    assert len(result.series) == 1 and len(result.series[0]) == 5
+    assert sorted(os.path.basename(r.path) for r in result.refused) == ["empty.dcm", "half.dcm", "readme.dcm"]
+    volume = medviewer.load(result.series[0], parallel=False)
+    assert volume.shape == (5, 16, 16)
+    assert volume.warnings == []
+
+
+# --- files that scan but do not decode -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jpeg_gdcm.dcm", "JPGExtended.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
+@pytest.mark.parametrize("where", ["head", "middle"])
+def test_corrupted_fragment(tmp_path, pydicom_file, name, where):
+    """Compressed bytes overwritten: the scan takes the file; loading gives a LoadError naming
+    it, or a volume (a codec may decode damaged data to wrong values), never another exception.
+
+    The RLE file corrupted in the middle makes pylibjpeg-rle panic (pyo3's PanicException is
+    a BaseException), which used to escape ``load`` altogether.
+    """
+    path = tmp_path / f"corrupt_{name}"
+    path.write_bytes(corrupt(Path(pydicom_file(name)).read_bytes(), where))
+    result = medviewer.scan(path, parallel=False)
+    assert result.refused == [] and len(result.series) == 1
+    for parallel in (False, True):
+        try:
+            volume = medviewer.load(result.series[0], parallel=parallel)
+        except medviewer.LoadError as exc:
+            assert exc.path == str(path)
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+            if where == "head":
+                assert "could not be decoded" in exc.reason
+        else:
+            assert where == "middle", "a file whose codestream header is destroyed cannot load"
+            assert volume.shape[0] == 1
+    document = describe(result)
+    if where == "head":
+        assert [r["path"] for r in document["refused"]] == [str(path)]
+
+
+def test_corrupted_slice_in_series_is_blank_with_warning(writer):
+    written = writer.write(4, intercept=-1024)
+    bad = written["slices"][2]
+    for item in written["slices"]:
+        ds = pydicom.dcmread(item["path"])
+        ds.compress(RLELossless)
+        ds.save_as(item["path"])
+    path = Path(bad["path"])
+    path.write_bytes(corrupt(path.read_bytes(), "head"))
+    series = medviewer.scan(writer.folder, parallel=False).series[0]
+    assert len(series) == 4
+    for parallel in (False, True):
+        volume = medviewer.load(series, parallel=parallel)
+        assert volume.missing_slices == [2]
+        assert len(volume.warnings) == 1
+        assert "could not be decoded" in volume.warnings[0] and bad["path"] in volume.warnings[0]
+        for k in (0, 1, 3):
+            np.testing.assert_array_equal(volume.voxels[k], written["slices"][k]["pixels"] - 1024)
+        assert np.all(volume.voxels[2] == volume.voxels[[0, 1, 3]].min())
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def listing(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def bad_folder(tmp_path, pydicom_file, monkeypatch) -> Path:
+    # Run from inside tmp_path, so that a stray write to the working folder shows in the listing.
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty.dcm").write_bytes(b"")
+    (folder / "notes.dcm").write_text("not an image")
+    shutil.copy(pydicom_file("MR_truncated.dcm"), folder / "truncated.dcm")
+    shutil.copy(pydicom_file("reportsi.dcm"), folder / "report.dcm")
+    return folder
+
+
+def _no_traceback(captured) -> None:
+    assert "Traceback" not in captured.out and "Traceback" not in captured.err
+
+
+def test_cli_info_on_bad_input_only(bad_folder, tmp_path, capsys):
+    before = listing(tmp_path)
+    code = cli_main(["info", str(bad_folder)])
+    captured = capsys.readouterr()
+    assert code == 1
+    _no_traceback(captured)
+    lines = captured.err.strip().splitlines()
+    for name in ("empty.dcm", "notes.dcm", "truncated.dcm", "report.dcm"):
+        mentions = [line for line in lines if os.path.join(str(bad_folder), name) in line]
+        assert len(mentions) == 1, (name, lines)
+    # One line per refused file and one summary line naming what was given.
+    assert len(lines) == 5
+    assert "nothing could be opened" in lines[-1]
+    assert listing(tmp_path) == before
+
+
+def test_cli_info_on_missing_path(tmp_path, capsys):
+    code = cli_main(["info", str(tmp_path / "absent.dcm")])
+    captured = capsys.readouterr()
+    assert code == 1
+    _no_traceback(captured)
+    assert "no such file or folder" in captured.err
+
+
+def test_cli_info_on_mixed_input(bad_folder, tmp_path, pydicom_file, capsys):
+    shutil.copy(pydicom_file("CT_small.dcm"), bad_folder / "good.dcm")
+    before = listing(tmp_path)
+    code = cli_main(["info", str(bad_folder)])
+    captured = capsys.readouterr()
+    assert code == 0
+    _no_traceback(captured)
+    assert "CT" in captured.out
+    assert len(captured.err.strip().splitlines()) == 4
+    assert listing(tmp_path) == before
+
+
+def test_cli_info_json(bad_folder, tmp_path, pydicom_file, capsys):
+    shutil.copy(pydicom_file("CT_small.dcm"), bad_folder / "good.dcm")
+    before = listing(tmp_path)
+    code = cli_main(["info", "--json", str(bad_folder)])
+    captured = capsys.readouterr()
+    assert code == 0
+    _no_traceback(captured)
+    document = json.loads(captured.out)
+    refused = {os.path.basename(r["path"]): r["reason"] for r in document["refused"]}
+    assert set(refused) == {"empty.dcm", "notes.dcm", "truncated.dcm", "report.dcm"}
+    assert refused["empty.dcm"] == "empty file"
+    assert document["summary"]["refused"] == 4 and document["summary"]["series"] == 1
+    (image,) = document["studies"][0]["series"][0]["images"]
+    assert len(image["pixels"]["sha256"]) == 64
+    assert listing(tmp_path) == before
+
+
+def test_cli_info_json_on_bad_input_only(bad_folder, capsys):
+    code = cli_main(["info", "--json", str(bad_folder)])
+    captured = capsys.readouterr()
+    assert code == 1
+    _no_traceback(captured)
+    document = json.loads(captured.out)
+    assert len(document["refused"]) == 4 and document["studies"] == []
+
+
+def test_cli_info_on_image_without_finite_values(tmp_path, capsys):
+    """An all-NaN float NIfTI has no min/max: the text report must not fail on it."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((4, 3, 2), np.nan, dtype=np.float32), np.eye(4)), tmp_path / "nan.nii")
+    code = cli_main(["info", str(tmp_path / "nan.nii")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "unexpected error" not in captured.err
+    _no_traceback(captured)
+    assert cli_main(["info", "--json", str(tmp_path / "nan.nii")]) == 0
+    document = json.loads(capsys.readouterr().out)
+    pixels = document["studies"][0]["series"][0]["images"][0]["pixels"]
+    assert pixels["min"] is None and pixels["max"] is None
+
+
+# --- cancel, progress, on_slice ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_load_cancel(writer, parallel):
+    writer.write(6)
+    series = medviewer.scan(writer.folder, parallel=False).series[0]
+    with pytest.raises(medviewer.Cancelled):
+        medviewer.load(series, cancel=lambda: True, parallel=parallel)
+    event = threading.Event()
+    event.set()
+    with pytest.raises(medviewer.Cancelled):
+        medviewer.load(series, cancel=event, parallel=parallel)
+
+
+def test_scan_cancel(writer):
+    writer.write(3)
+    with pytest.raises(medviewer.Cancelled):
+        medviewer.scan(writer.folder, cancel=lambda: True, parallel=False)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_load_progress_and_on_slice(writer, parallel):
+    writer.write(9)
+    series = medviewer.scan(writer.folder, parallel=False).series[0]
+    progress: list[tuple[int, int]] = []
+    seen: list[int] = []
+
+    def on_slice(volume, k):
+        assert isinstance(volume, medviewer.Volume)
+        seen.append(k)
+        assert volume.voxels[k].min() >= 100 - 1024  # the slice holds its final values
+
+    volume = medviewer.load(series, progress=lambda done, total: progress.append((done, total)),
+                            on_slice=on_slice, parallel=parallel)
+    assert progress[0] == (0, 9) and progress[-1] == (9, 9)
+    assert all(total == 9 for _, total in progress)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert sorted(seen) == list(range(9))
+    assert volume.shape[0] == 9
+
+
+def test_scan_progress(writer):
+    writer.write(5)
+    progress: list[tuple[int, int]] = []
+    medviewer.scan(writer.folder, progress=lambda done, total: progress.append((done, total)), parallel=False)
+    assert progress[0] == (0, 5) and progress[-1] == (5, 5)
+
+
+def test_on_slice_first_for_middle_slice_when_caller_is_busy(writer):
+    """The middle slice is decoded first; ``on_slice`` must also report it first, even when the
+    calling thread is slow to collect results (a busy GUI thread): here the first cancel check
+    sleeps until every slice has been decoded."""
+    count = 31
+    writer.write(count)
+    series = medviewer.scan(writer.folder, parallel=False).series[0]
+    for _ in range(5):
+        assert _first_reported(series)[0] == count // 2
+
+
+def _first_reported(series) -> list[int]:
+    """Slices in the order ``on_slice`` reports them, with a caller busy at its first cancel check."""
+    seen: list[int] = []
+    calls = {"n": 0}
+
+    def busy_cancel():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.05)
+        return False
+
+    medviewer.load(series, on_slice=lambda volume, k: seen.append(k), cancel=busy_cancel, parallel=False)
+    assert sorted(seen) == list(range(len(series)))
+    return seen
