@@ -240,7 +240,10 @@ def load(
         else:
             split_jobs.append((kind, ks))
 
-    threads = ThreadPoolExecutor(max_workers=max(2, workers) if parallel else 1, thread_name_prefix="medviewer-load")
+    # Reads wait on the disk and the numpy work releases the GIL: more threads than cores
+    # keep a cold disk busy.
+    threads = ThreadPoolExecutor(max_workers=max(4, 2 * workers) if parallel else 1,
+                                 thread_name_prefix="medviewer-load")
     pending: dict[Future, tuple[str, list[int]]] = {}
     submitted: dict[Future, int] = {}
     # The priority slice is announced first: others that finish before it wait here.

@@ -14,7 +14,7 @@ from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_c
 from medviewer.core.header import Instance, read_instance
 from medviewer.core.pool import process_pool
 from medviewer.core.series import ScanResult, build_series, refused_sorted
-from medviewer.core.sources import Refused, Source, iter_sources
+from medviewer.core.sources import Refused, Source, iter_sources, prefetch
 
 # Below this many files a pool costs more than it saves.
 PARALLEL_MIN_FILES = 48
@@ -48,6 +48,7 @@ def scan(
         if is_cancelled(cancel):
             raise Cancelled("scan cancelled")
 
+    prefetch(sources)
     results = _read_all(sources, progress, cancel, parallel)
     instances = []
     for result in results:

@@ -199,3 +199,34 @@ def _dicomdir(path: str) -> Iterator[Source | Refused]:
             yield Refused(str(target), f"listed in {path} but missing")
     if not found:
         yield Refused(path, "DICOMDIR lists no files")
+
+
+def prefetch(sources: Iterable[Source], budget_bytes: int = 1 << 30) -> None:
+    """Ask the OS to start reading these files now, in the background (Linux ``fadvise``).
+
+    Reading a folder from disk is otherwise one file at a time per worker; with the whole
+    list queued, the disk works at its own pace while headers are parsed. At most
+    ``budget_bytes`` are asked for, so a huge folder does not push everything else out of
+    the page cache. Does nothing where the OS has no ``posix_fadvise``.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    remaining = budget_bytes
+    for source in sources:
+        if source.member is not None:
+            continue
+        try:
+            fd = os.open(source.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            if size > remaining:
+                break
+            remaining -= size
+            advise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
