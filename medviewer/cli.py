@@ -207,16 +207,12 @@ def demo_study_path() -> Path:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    paths = list(args.paths)
-    if args.demo:
-        paths.append(str(demo_study_path()))
-    if not paths:
-        raise CommandError("no files to open: give PATHS or --demo (the viewer window is not available yet)")
-    # The viewer window is not built yet: describe what it would open.
-    print("medviewer: the viewer window is not available in this version; showing 'medviewer info'.",
-          file=sys.stderr)
-    return cmd_info(paths, as_json=False, pixels=False)
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise CommandError(f"{path}: no such file or folder")
+    from medviewer.ui.app import run
 
+    return run(list(args.paths), demo=args.demo)
 
 if __name__ == "__main__":
     raise SystemExit(main())

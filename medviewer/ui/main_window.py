@@ -1,0 +1,593 @@
+"""The main window: menus, toolbar, status bar with progress and cancel, dockable panels.
+
+Opening (dialogs, command-line paths, drops) starts a worker that scans, then loads the main
+series; the series appears as soon as its first slice is decoded and fills in while the rest
+loads. Everything the user might wait for runs in workers; this thread only paints.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolBar,
+    QWidget,
+)
+
+from medviewer import __version__
+from medviewer.core import windowing
+from medviewer.core.load import load
+from medviewer.core.scan import scan
+from medviewer.core.series import ScanResult, Series
+from medviewer.core.thumbnail import thumbnail
+from medviewer.core.volume import Volume
+from medviewer.ui.grid import ViewerGrid
+from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
+from medviewer.ui.viewport import TOOLS, SliceView
+from medviewer.ui.workers import JobContext, TaskManager
+
+MAX_RECENT = 10
+TOOL_LABELS = {"pan": "Pan", "zoom": "Zoom", "window": "Window/Level", "distance": "Distance",
+               "angle": "Angle", "rectangle": "Rectangle ROI", "ellipse": "Ellipse ROI", "text": "Text",
+               "crosshair": "Crosshair (MPR)"}
+TOOL_KEYS = {"pan": "P", "zoom": "Z", "window": "W", "distance": "D", "angle": "A", "rectangle": "Shift+R",
+             "ellipse": "E", "text": "T", "crosshair": "C"}
+
+
+def main_series(result: ScanResult) -> Series | None:
+    """The series to show first: the one with the most frames (a scout or localizer rarely wins)."""
+    candidates = result.series
+    return max(candidates, key=lambda s: (len(s.frames), s.rows * s.columns)) if candidates else None
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None):
+        super().__init__()
+        self.setWindowTitle("MedViewer")
+        self.settings = settings or QSettings("MedViewer", "MedViewer")
+        self.tasks = TaskManager(self)
+        self.volumes: dict[str, Volume] = {}
+        self.loading: dict[str, set[int]] = {}
+        self._partial: dict[str, Volume] = {}
+        self._pending_view: dict[str, SliceView] = {}
+        self.last_error = ""
+
+        self.grid = ViewerGrid(self)
+        self.setCentralWidget(self.grid)
+        self.grid.activeChanged.connect(self._active_changed)
+        self.grid.seriesDropped.connect(lambda view, key: self.open_series(key, view))
+        for frame in self.grid.frames:
+            frame.view.cursorMoved.connect(self._cursor_moved)
+            frame.view.sliceChanged.connect(self._slice_changed)
+
+        self.series_tree = SeriesTree(self)
+        self.series_tree.openRequested.connect(lambda key: self.open_series(key))
+        self.refused_list = RefusedList(self)
+        self.tag_browser = TagBrowser(self)
+        self.series_dock = self._dock("Series", self.series_tree, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.refused_dock = self._dock("Not opened", self.refused_list, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tags_dock = self._dock("Tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.refused_dock.hide()
+        self.tags_dock.hide()
+        self.tags_dock.visibilityChanged.connect(lambda visible: visible and self._update_tags())
+
+        self._build_status_bar()
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self.setAcceptDrops(True)
+        self.tasks.started.connect(lambda _: self._update_busy())
+        self.tasks.ended.connect(lambda _: self._update_busy())
+        self._restore_settings()
+
+    # --- construction --------------------------------------------------------------------------
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.cursor_label = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Cancel loading")
+        self.cancel_button.clicked.connect(self.cancel_tasks)
+        bar.addWidget(self.cursor_label, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _action(self, text: str, slot=None, shortcut: str | QKeySequence | None = None, checkable: bool = False,
+                tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        if slot is not None:
+            (action.toggled if checkable else action.triggered).connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        self.act_open = a("&Open Files…", self.open_files_dialog, QKeySequence.StandardKey.Open)
+        self.act_open_folder = a("Open &Folder…", self.open_folder_dialog, "Ctrl+Shift+O")
+        self.act_export = a("&Export…", None, "Ctrl+E", tip="Reports and DICOM export arrive with the report feature")
+        self.act_export.setEnabled(False)
+        self.act_quit = a("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_fit = a("&Fit to Window", lambda: self.active.fit(), "F")
+        self.act_one = a("Actual Size (&1:1)", lambda: self.active.actual_size(), "Ctrl+1")
+        self.act_zoom_in = a("Zoom &In", lambda: self.active.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self.act_zoom_out = a("Zoom &Out", lambda: self.active.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
+        self.act_rotate = a("&Rotate 90°", lambda: self.active.rotate(90), "R")
+        self.act_flip_h = a("Flip &Horizontal", lambda: self.active.set_flip(horizontal=not self.active.flip_h), "H")
+        self.act_flip_v = a("Flip &Vertical", lambda: self.active.set_flip(vertical=not self.active.flip_v), "V")
+        self.act_invert = a("&Invert", lambda: self.active.set_invert(not self.active.invert), "I")
+        self.act_reset = a("Rese&t View", lambda: self.active.reset_view(), "Ctrl+R")
+        self.act_overlays = a("Show &Overlays", self._set_overlays, "O", checkable=True)
+        self.act_overlays.setChecked(True)
+        self.act_sync = a("&Synchronise Scrolling", self._set_sync, None, checkable=True)
+        self.act_sync.setChecked(True)
+        self.act_cine = a("&Cine", self._toggle_cine, "Space", checkable=True)
+        self.act_delete = a("&Delete Selected Annotation", self._delete_selected, QKeySequence.StandardKey.Delete)
+        self.act_about = a("&About MedViewer", self.about)
+        self.layout_actions = {}
+        group = QActionGroup(self)
+        for name, label, key in (("1x1", "1×1", "Alt+1"), ("1x2", "1×2", "Alt+2"), ("2x2", "2×2", "Alt+4"),
+                                 ("mpr", "MPR", "Alt+M")):
+            action = a(f"Layout {label}", lambda checked, n=name: checked and self.set_layout(n), key, checkable=True)
+            group.addAction(action)
+            self.layout_actions[name] = action
+        self.tool_actions = {}
+        self.layout_actions["1x1"].setChecked(True)
+        tools = QActionGroup(self)
+        for tool in TOOLS:
+            action = a(TOOL_LABELS[tool], lambda checked, t=tool: checked and self.set_tool(t), TOOL_KEYS[tool],
+                       checkable=True)
+            tools.addAction(action)
+            self.tool_actions[tool] = action
+        self.tool_actions["pan"].setChecked(True)
+        self.preset_actions: list[QAction] = []
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_open)
+        file_menu.addAction(self.act_open_folder)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_export)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        view = bar.addMenu("&View")
+        for action in self.layout_actions.values():
+            view.addAction(action)
+        view.addSeparator()
+        for action in (self.act_fit, self.act_one, self.act_zoom_in, self.act_zoom_out, self.act_rotate,
+                       self.act_flip_h, self.act_flip_v, self.act_invert, self.act_reset):
+            view.addAction(action)
+        view.addSeparator()
+        self.presets_menu = view.addMenu("Window &Presets")
+        view.addAction(self.act_overlays)
+        view.addAction(self.act_sync)
+        view.addAction(self.act_cine)
+        view.addSeparator()
+        for dock in (self.series_dock, self.refused_dock, self.tags_dock):
+            view.addAction(dock.toggleViewAction())
+        tools = bar.addMenu("&Tools")
+        for action in self.tool_actions.values():
+            tools.addAction(action)
+        tools.addSeparator()
+        tools.addAction(self.act_delete)
+        assistant = bar.addMenu("&Assistant")
+        placeholder = assistant.addAction("Run the diagnosis assistant (coming with the assistant feature)")
+        placeholder.setEnabled(False)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_about)
+        self._update_recent_menu()
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Tools", self)
+        bar.setObjectName("toolbar-main")
+        self.addToolBar(bar)
+        bar.addAction(self.act_open)
+        bar.addSeparator()
+        for tool in TOOLS:
+            bar.addAction(self.tool_actions[tool])
+        bar.addSeparator()
+        self.preset_combo = QComboBox(self)
+        self.preset_combo.setToolTip("Window presets")
+        self.preset_combo.setMinimumWidth(130)
+        self.preset_combo.activated.connect(self._preset_chosen)
+        bar.addWidget(self.preset_combo)
+        for action in (self.act_invert, self.act_rotate, self.act_flip_h, self.act_flip_v, self.act_fit, self.act_one):
+            bar.addAction(action)
+        bar.addSeparator()
+        for action in self.layout_actions.values():
+            bar.addAction(action)
+        bar.addSeparator()
+        self.slab_spin = QSpinBox(self)
+        self.slab_spin.setRange(1, 200)
+        self.slab_spin.setPrefix("slab ")
+        self.slab_spin.setToolTip("Thick-slab thickness in slices (MIP)")
+        self.slab_spin.valueChanged.connect(lambda value: self.active.set_slab(value, self.slab_mode.currentText().lower()))
+        self.slab_mode = QComboBox(self)
+        self.slab_mode.addItems(["MIP", "MinIP", "Mean"])
+        self.slab_mode.currentTextChanged.connect(lambda mode: self.active.set_slab(self.slab_spin.value(), mode.lower()))
+        bar.addWidget(self.slab_spin)
+        bar.addWidget(self.slab_mode)
+        bar.addSeparator()
+        bar.addAction(self.act_cine)
+        self.fps_spin = QSpinBox(self)
+        self.fps_spin.setRange(1, 60)
+        self.fps_spin.setValue(int(self.settings.value("cine/fps", 15)))
+        self.fps_spin.setSuffix(" fps")
+        self.fps_spin.valueChanged.connect(self._fps_changed)
+        bar.addWidget(self.fps_spin)
+
+    # --- settings ---------------------------------------------------------------------------------
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 860)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("cine/fps", self.fps_spin.value())
+        self.settings.sync()
+
+    def recent_paths(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _remember(self, paths: list[str]) -> None:
+        recent = [p for p in self.recent_paths() if p not in paths]
+        self.settings.setValue("recent", (list(paths) + recent)[:MAX_RECENT])
+        self._update_recent_menu()
+
+    def _update_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_paths()
+        for path in recent:
+            self.recent_menu.addAction(path, lambda p=path: self.open_paths([p]))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # --- opening -----------------------------------------------------------------------------------
+
+    def open_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open DICOM files, pictures, NIfTI or ZIP", "",
+                                                "All files (*)")
+        if files:
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
+        if folder:
+            self.open_paths([folder])
+
+    def open_demo(self) -> None:
+        from medviewer.cli import demo_study_path
+
+        self.open_paths([], prepare=demo_study_path)
+
+    def open_paths(self, paths: list[str], prepare=None) -> None:
+        """Scan ``paths`` in a worker, list what was found, then load the main series."""
+        paths = [str(p) for p in paths]
+        if paths:
+            self._remember(paths)
+
+        def job(context: JobContext):
+            targets = paths + ([str(prepare())] if prepare is not None else [])
+            result = scan(targets, progress=context.progress, cancel=context.cancel)
+            context.partial(("scan", result))
+            series = main_series(result)
+            if series is None:
+                return ("empty", targets, result)
+            volume = self._load_job(series, context)
+            return ("loaded", series.key, volume)
+
+        self.statusBar().showMessage("Reading headers…")
+        self.tasks.start(job, "open", on_partial=self._on_partial, on_progress=self._on_progress,
+                         on_finished=self._on_finished, on_failed=self._on_failed, on_cancelled=self._on_cancelled)
+
+    def _load_job(self, series: Series, context: JobContext) -> Volume:
+        self.loading.setdefault(series.key, set())
+        return load(series, progress=context.progress, cancel=context.cancel,
+                    on_slice=lambda volume, k: context.partial(("slice", series.key, volume, k)))
+
+    def open_series(self, key: str, view: SliceView | None = None) -> None:
+        """Show series ``key`` in ``view`` (the active viewport by default), loading it if needed."""
+        view = view or self.active
+        if self.grid.layout_name == "mpr" and view is not self.grid.frames[0].view:
+            view = self.grid.frames[0].view
+        if key in self.volumes:
+            self._show(view, key, self.volumes[key])
+            return
+        if key in self._partial:
+            self._show(view, key, self._partial[key], loaded=self.loading.get(key))
+            return
+        self._pending_view[key] = view
+        if key in self.loading:
+            return
+        series = self.series_tree.series.get(key)
+        if series is None:
+            return
+
+        def job(context: JobContext):
+            return ("loaded", key, self._load_job(series, context))
+
+        self.tasks.start(job, f"load {key}", on_partial=self._on_partial, on_progress=self._on_progress,
+                         on_finished=self._on_finished, on_failed=self._on_failed,
+                         on_cancelled=lambda k=key: self._load_cancelled(k))
+
+    def _show(self, view: SliceView, key: str, volume: Volume, loaded: set[int] | None = None) -> None:
+        view.set_volume(volume, key, loaded=loaded)
+        self.grid.set_active(view)
+        self.series_tree.select_series(key)
+        if self.grid.layout_name == "mpr" and view is self.grid.frames[0].view:
+            self.grid.set_layout("1x1")
+            self.grid.set_layout("mpr")
+        self._update_presets()
+
+    def _on_partial(self, message) -> None:
+        kind = message[0]
+        if kind == "scan":
+            result: ScanResult = message[1]
+            self.series_tree.add_scan(result)
+            if result.refused:
+                self.refused_list.add(result.refused)
+                self.refused_dock.show()
+            self._start_thumbnails(result.series)
+            found = len(result.series)
+            self.statusBar().showMessage(f"Found {found} series" + (
+                f"; {len(result.refused)} file(s) not opened (see 'Not opened')" if result.refused else ""), 8000)
+            if not result.series:
+                self._report(self._nothing_message(result))
+        elif kind == "slice":
+            _, key, volume, k = message
+            loaded = self.loading.setdefault(key, set())
+            loaded.add(k)
+            if key not in self._partial:
+                self._partial[key] = volume
+                view = self._pending_view.pop(key, None) or self._first_free_view()
+                self._show(view, key, volume, loaded=loaded)
+            else:
+                for view in self.grid.visible_views():
+                    if view.volume is volume:
+                        view.slice_arrived(k)
+
+    def _first_free_view(self) -> SliceView:
+        active = self.active
+        return active
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _on_finished(self, result) -> None:
+        if result[0] == "loaded":
+            _, key, volume = result
+            self.volumes[key] = volume
+            self._partial.pop(key, None)
+            self.loading.pop(key, None)
+            for view in self.grid.visible_views():
+                if view.volume is volume:
+                    view._loaded = None
+                    view.render()
+            if volume.warnings:
+                self.statusBar().showMessage("; ".join(volume.warnings), 10000)
+            else:
+                self.statusBar().showMessage(f"Loaded {volume.description or key}: {volume.shape[0]} slices", 5000)
+            self._update_tags()
+        elif result[0] == "empty":
+            self.statusBar().showMessage("Nothing could be opened", 8000)
+
+    def _nothing_message(self, result: ScanResult) -> str:
+        lines = [f"{r.path}: {r.reason}" for r in result.refused[:8]]
+        more = len(result.refused) - len(lines)
+        return "Nothing could be opened.\n\n" + "\n".join(lines) + (f"\n… and {more} more" if more > 0 else "")
+
+    def _on_failed(self, message: str) -> None:
+        self._report(message)
+
+    def _report(self, message: str) -> None:
+        """A message the user sees without the application stopping (non-blocking box)."""
+        self.last_error = message
+        self.statusBar().showMessage(message.splitlines()[0], 10000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "MedViewer", message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self._last_box = box
+
+    def _on_cancelled(self) -> None:
+        self.statusBar().showMessage("Cancelled", 5000)
+        for key in list(self.loading):
+            self._load_cancelled(key)
+
+    def _load_cancelled(self, key: str) -> None:
+        volume = self._partial.pop(key, None)
+        self.loading.pop(key, None)
+        self._pending_view.pop(key, None)
+        for view in self.grid.visible_views():
+            if volume is not None and view.volume is volume:
+                view.clear()
+        self.statusBar().showMessage("Loading cancelled", 5000)
+
+    def cancel_tasks(self) -> None:
+        self.tasks.cancel_all()
+
+    def _update_busy(self) -> None:
+        busy = bool(self.tasks.running)
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+
+    def _start_thumbnails(self, series_list: list[Series]) -> None:
+        todo = list(series_list)
+
+        def job(context: JobContext):
+            for series in todo:
+                context.check()
+                try:
+                    context.partial((series.key, thumbnail(series)))
+                except Exception:  # noqa: BLE001 - a thumbnail is never worth an error message
+                    pass
+            return None
+
+        if todo:
+            self.tasks.start(job, "thumbnails", on_partial=lambda item: self.series_tree.set_thumbnail(*item))
+
+    # --- drops -------------------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event):  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event):  # noqa: N802 - Qt override
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            self.open_paths(paths)
+            event.acceptProposedAction()
+
+    # --- viewer actions --------------------------------------------------------------------------
+
+    @property
+    def active(self) -> SliceView:
+        return self.grid.active
+
+    def set_tool(self, tool: str) -> None:
+        for view in self.grid.visible_views():
+            view.set_tool(tool)
+        action = self.tool_actions.get(tool)
+        if action is not None and not action.isChecked():
+            action.setChecked(True)
+
+    def set_layout(self, name: str) -> None:
+        self.grid.set_layout(name)
+        action = self.layout_actions[name]
+        if not action.isChecked():
+            action.setChecked(True)
+        if not self.tool_actions:
+            return
+        if name == "mpr":
+            self.tool_actions["crosshair"].setChecked(True)
+        elif self.tool_actions["crosshair"].isChecked():
+            self.tool_actions["pan"].setChecked(True)
+
+    def _set_overlays(self, visible: bool) -> None:
+        for view in self.grid.visible_views():
+            view.set_overlays_visible(visible)
+
+    def _set_sync(self, enabled: bool) -> None:
+        self.grid.sync_scrolling = enabled
+
+    def _toggle_cine(self, playing: bool) -> None:
+        self.active.set_cine(playing, self.fps_spin.value())
+
+    def _fps_changed(self, fps: int) -> None:
+        if self.active.cine_playing:
+            self.active.set_cine(True, fps)
+
+    def _delete_selected(self) -> None:
+        annotation = self.active.selected_annotation
+        if annotation is not None:
+            self.active.remove_annotation(annotation)
+
+    def _active_changed(self, view: SliceView) -> None:
+        self._update_presets()
+        self._update_tags()
+        self.act_cine.blockSignals(True)
+        self.act_cine.setChecked(view.cine_playing)
+        self.act_cine.blockSignals(False)
+
+    def _slice_changed(self, view: SliceView, index: int) -> None:
+        if view is self.active and self.tags_dock.isVisible():
+            self._update_tags()
+
+    def _cursor_moved(self, text: str) -> None:
+        self.cursor_label.setText(text)
+
+    def _update_presets(self) -> None:
+        volume = self.active.volume
+        presets = windowing.window_presets(volume) if volume is not None else {}
+        self._presets = presets
+        self.preset_combo.clear()
+        for action in self.preset_actions:
+            self.removeAction(action)
+        self.preset_actions = []
+        self.presets_menu.clear()
+        for number, (name, window) in enumerate(presets.items(), start=1):
+            self.preset_combo.addItem(f"{number}  {name} ({window.width:g}/{window.center:g})", name)
+            action = QAction(f"{name}  (W {window.width:g} L {window.center:g})", self)
+            if number <= 9:
+                action.setShortcut(QKeySequence(str(number)))
+            action.triggered.connect(lambda _=False, n=name: self.apply_preset(n))
+            self.addAction(action)
+            self.presets_menu.addAction(action)
+            self.preset_actions.append(action)
+        self.preset_combo.setEnabled(bool(presets))
+
+    def _preset_chosen(self, index: int) -> None:
+        name = self.preset_combo.itemData(index)
+        if name:
+            self.apply_preset(name)
+
+    def apply_preset(self, name: str) -> None:
+        window = getattr(self, "_presets", {}).get(name)
+        if window is not None:
+            self.active.set_window(window)
+
+    def _update_tags(self) -> None:
+        if not self.tags_dock.isVisible():
+            return
+        view = self.active
+        header = None
+        if view.volume is not None and view.axis == 0 and view.volume.sources:
+            try:
+                header = view.volume.header(view.index)
+            except (OSError, ValueError) as exc:
+                self.statusBar().showMessage(f"Tags unavailable: {exc}", 5000)
+        self.tag_browser.show_dataset(header)
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About MedViewer",
+                          f"<b>MedViewer {__version__}</b><p>A DICOM viewer with a built-in diagnosis assistant."
+                          "<p>The assistant's models are demonstration models trained on synthetic phantoms: "
+                          "<b>not for clinical use</b>.")
+
+    def closeEvent(self, event):  # noqa: N802 - Qt override
+        self.save_settings()
+        for view in self.grid.frames:
+            view.view.set_cine(False)
+        self.tasks.shutdown()
+        super().closeEvent(event)
+

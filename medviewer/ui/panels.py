@@ -1,0 +1,213 @@
+"""Dock panels: the series browser, the list of files that were not opened, the tag browser."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtGui import QDrag, QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QLineEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medviewer.core.series import ScanResult, Series
+from medviewer.core.sources import Refused
+
+SERIES_MIME = "application/x-medviewer-series"
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def thumbnail_icon(pixels: np.ndarray) -> QIcon:
+    """An icon from a small uint8 (rows, cols) or (rows, cols, 3) array."""
+    pixels = np.ascontiguousarray(pixels)
+    rows, cols = pixels.shape[:2]
+    if pixels.ndim == 3:
+        image = QImage(pixels.data, cols, rows, cols * 3, QImage.Format.Format_RGB888)
+    else:
+        image = QImage(pixels.data, cols, rows, cols, QImage.Format.Format_Grayscale8)
+    return QIcon(QPixmap.fromImage(image.copy()))
+
+
+class SeriesTree(QTreeWidget):
+    """Patient → study → series, with a thumbnail, modality, description and count.
+
+    Double-click opens a series in the active viewport; dragging one onto a viewport opens it
+    there.
+    """
+
+    openRequested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setHeaderLabels(["Series", "Modality", "Images"])
+        self.setIconSize(QSize(48, 48))
+        self.setColumnWidth(0, 220)
+        self.setDragEnabled(True)
+        self.setRootIsDecorated(True)
+        self.itemDoubleClicked.connect(self._double_clicked)
+        self._series_items: dict[str, QTreeWidgetItem] = {}
+        self.series: dict[str, Series] = {}
+
+    def add_scan(self, result: ScanResult) -> None:
+        for (patient_id, patient_name), studies in result.patients().items():
+            patient = self._child(self.invisibleRootItem(), f"patient:{patient_id}:{patient_name}",
+                                  f"{patient_name.replace('^', ' ') or '(no name)'}" + (f"  [{patient_id}]" if patient_id else ""))
+            for study in studies:
+                label = "  ".join(filter(None, [_date(study.date), study.description])) or "(study)"
+                study_item = self._child(patient, f"study:{study.uid}", label)
+                for series in study.series:
+                    if series.key in self._series_items:
+                        continue
+                    self.series[series.key] = series
+                    number = f"{series.number}: " if series.number is not None else ""
+                    item = QTreeWidgetItem([f"{number}{series.description or '(no description)'}", series.modality,
+                                            str(len(series.frames))])
+                    item.setData(0, KEY_ROLE, series.key)
+                    item.setToolTip(0, "\n".join([series.key] + series.warnings))
+                    study_item.addChild(item)
+                    self._series_items[series.key] = item
+                study_item.setExpanded(True)
+            patient.setExpanded(True)
+
+    def _child(self, parent: QTreeWidgetItem, key: str, label: str) -> QTreeWidgetItem:
+        for i in range(parent.childCount()):
+            child = parent.child(i)
+            if child.data(0, KEY_ROLE) == key:
+                return child
+        item = QTreeWidgetItem([label])
+        item.setData(0, KEY_ROLE, key)
+        parent.addChild(item)
+        return item
+
+    def set_thumbnail(self, key: str, pixels: np.ndarray) -> None:
+        item = self._series_items.get(key)
+        if item is not None:
+            item.setIcon(0, thumbnail_icon(pixels))
+
+    def select_series(self, key: str) -> None:
+        item = self._series_items.get(key)
+        if item is not None:
+            self.setCurrentItem(item)
+
+    def _double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
+        key = item.data(0, KEY_ROLE)
+        if key in self.series:
+            self.openRequested.emit(key)
+
+    def startDrag(self, actions):  # noqa: N802 - Qt override
+        item = self.currentItem()
+        key = item.data(0, KEY_ROLE) if item is not None else None
+        if key not in self.series:
+            return
+        mime = QMimeData()
+        mime.setData(SERIES_MIME, key.encode())
+        drag = QDrag(self)
+        drag.setMimeData(mime)
+        drag.exec(Qt.DropAction.CopyAction)
+
+
+class RefusedList(QTreeWidget):
+    """Every file that was not opened, with the reason, never silently dropped."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setHeaderLabels(["File", "Reason"])
+        self.setRootIsDecorated(False)
+        self.setColumnWidth(0, 420)
+        self.setAlternatingRowColors(True)
+
+    def add(self, refused: list[Refused]) -> None:
+        for entry in refused:
+            item = QTreeWidgetItem([entry.path, entry.reason])
+            item.setToolTip(0, entry.path)
+            item.setToolTip(1, entry.reason)
+            self.addTopLevelItem(item)
+
+
+class TagBrowser(QWidget):
+    """All attributes of the current slice's header, sequences included, searchable."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search keyword, tag (0010,0010) or value")
+        self.search.setClearButtonEnabled(True)
+        self.tree = QTreeWidget(self)
+        self.tree.setHeaderLabels(["Tag", "Keyword", "VR", "Value"])
+        self.tree.setColumnWidth(0, 100)
+        self.tree.setColumnWidth(1, 200)
+        self.tree.setColumnWidth(2, 36)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.search)
+        layout.addWidget(self.tree)
+        self.search.textChanged.connect(self.apply_filter)
+        self._dataset: Dataset | None = None
+
+    def show_dataset(self, dataset: Dataset | None) -> None:
+        if dataset is self._dataset:
+            return
+        self._dataset = dataset
+        self.tree.clear()
+        if dataset is None:
+            return
+        meta = getattr(dataset, "file_meta", None)
+        if meta is not None:
+            self._add(self.tree.invisibleRootItem(), meta)
+        self._add(self.tree.invisibleRootItem(), dataset)
+        self.apply_filter(self.search.text())
+
+    def _add(self, parent: QTreeWidgetItem, dataset: Dataset) -> None:
+        for element in dataset:
+            tag = f"({element.tag.group:04X},{element.tag.element:04X})"
+            if element.VR == "SQ":
+                item = QTreeWidgetItem([tag, element.keyword or element.name, "SQ", f"{len(element.value)} item(s)"])
+                parent.addChild(item)
+                for number, child in enumerate(element.value, start=1):
+                    child_item = QTreeWidgetItem(["", f"Item {number}", "", ""])
+                    item.addChild(child_item)
+                    self._add(child_item, child)
+            else:
+                value = element.repval if element.tag not in (0x7FE00010,) else "(pixel data)"
+                item = QTreeWidgetItem([tag, element.keyword or element.name, str(element.VR), str(value)[:300]])
+                parent.addChild(item)
+
+    def apply_filter(self, text: str) -> None:
+        needle = text.strip().lower()
+
+        def visit(item: QTreeWidgetItem) -> bool:
+            matched_child = False
+            for i in range(item.childCount()):
+                matched_child |= visit(item.child(i))
+            own = not needle or any(needle in item.text(c).lower() for c in range(4)) or (
+                needle.replace(" ", "") in item.text(0).lower().replace(" ", ""))
+            visible = own or matched_child
+            item.setHidden(not visible)
+            if needle and matched_child:
+                item.setExpanded(True)
+            return visible
+
+        root = self.tree.invisibleRootItem()
+        for i in range(root.childCount()):
+            visit(root.child(i))
+
+    def visible_keywords(self) -> list[str]:
+        out = []
+
+        def visit(item: QTreeWidgetItem) -> None:
+            for i in range(item.childCount()):
+                child = item.child(i)
+                if not child.isHidden():
+                    out.append(child.text(1))
+                    visit(child)
+
+        visit(self.tree.invisibleRootItem())
+        return out

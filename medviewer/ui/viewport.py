@@ -1,0 +1,721 @@
+"""One viewport: a slice (or reformat) of a Volume in a pyqtgraph ViewBox, with its tools.
+
+The image is one ``ImageItem`` whose transform carries the pixel spacing (scene units are
+millimetres, so non-square pixels look right) and the user's rotation and flips;
+annotations and overlays are children of it and follow. Levels are fixed while scrolling
+and the lookup table is built only when the user changes it: an int16 slice is handed to
+pyqtgraph as uint16 (shifted by 32768 into a reused buffer), pyqtgraph's fast path.
+
+Mouse: wheel scrolls slices (Ctrl+wheel zooms), right-drag sets window/level, middle-drag
+pans, left-drag uses the active tool. Keys: arrows, PgUp/PgDn, Home/End.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
+from PySide6.QtWidgets import QInputDialog, QLabel, QWidget
+
+from medviewer.core import measure, mpr, orientation, scalebar, windowing
+from medviewer.core.annotations import Annotation, measurement_text
+from medviewer.core.volume import Volume
+from medviewer.core.windowing import Window
+
+TOOLS = ("pan", "zoom", "window", "distance", "angle", "rectangle", "ellipse", "text", "crosshair")
+OVERLAY_STYLE = "color: #e8e8e8; background: transparent; font-size: 11px;"
+ANNOTATION_COLOR = QColor(255, 210, 60)
+SELECTED_COLOR = QColor(80, 200, 255)
+
+
+def gray_lut(invert: bool = False) -> np.ndarray:
+    lut = np.arange(256, dtype=np.uint8)
+    return lut[::-1].copy() if invert else lut
+
+
+class _ViewBox(pg.ViewBox):
+    """A ViewBox whose mouse does what a reading room expects instead of pyqtgraph's defaults."""
+
+    def __init__(self, view: SliceView):
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self.view = view
+        self.setBackgroundColor(QColor(0, 0, 0))
+
+    def wheelEvent(self, ev, axis=None):  # noqa: N802 - Qt override
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        steps = int(np.sign(delta)) if delta else 0
+        self.view.step_slice(-steps)
+        ev.accept()
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802 - Qt override
+        button = ev.button()
+        if button == Qt.MouseButton.RightButton:
+            self.view.drag_window(ev)
+            return
+        if button == Qt.MouseButton.MiddleButton:
+            self.setMouseMode(pg.ViewBox.PanMode)
+            ev._button = Qt.MouseButton.LeftButton if hasattr(ev, "_button") else None
+            super().mouseDragEvent(ev, axis)
+            return
+        tool = self.view.tool
+        if tool == "pan":
+            super().mouseDragEvent(ev, axis)
+        elif tool == "zoom":
+            ev.accept()
+            dy = ev.pos().y() - ev.lastPos().y()
+            factor = 1.01 ** dy
+            self.scaleBy((factor, factor), center=self.mapToView(ev.buttonDownPos()))
+        elif tool == "window":
+            self.view.drag_window(ev)
+        else:
+            self.view.tool_drag(ev)
+
+    def mouseClickEvent(self, ev):  # noqa: N802 - Qt override
+        self.view.activated.emit(self.view)
+        if ev.button() == Qt.MouseButton.LeftButton:
+            self.view.tool_click(ev)
+        ev.accept()
+
+
+class ScaleBar(QWidget):
+    """A scale bar in millimetres, drawn in screen space at the bottom right."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.length_px = 0.0
+        self.label = ""
+        self.resize(160, 28)
+
+    def set_scale(self, mm_per_pixel: float | None) -> None:
+        length_mm, length_px, label = scalebar.scale_bar(mm_per_pixel, target_px=100)
+        if (length_px, label) != (self.length_px, self.label):
+            self.length_px, self.label = length_px, label
+            self.update()
+
+    def paintEvent(self, event):  # noqa: N802 - Qt override
+        if not self.length_px:
+            return
+        painter = QPainter(self)
+        painter.setPen(QPen(QColor(230, 230, 230), 2))
+        right = self.width() - 4
+        y = self.height() - 6
+        left = right - self.length_px
+        painter.drawLine(QPointF(left, y), QPointF(right, y))
+        painter.drawLine(QPointF(left, y - 5), QPointF(left, y))
+        painter.drawLine(QPointF(right, y - 5), QPointF(right, y))
+        painter.setFont(QFont(painter.font().family(), 9))
+        painter.drawText(QRectF(left - 40, 0, self.length_px + 40, y - 4),
+                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom, self.label)
+        painter.end()
+
+
+class _AnnotationItem:
+    """The graphics of one annotation: an ROI (movable, with handles) and its text label."""
+
+    def __init__(self, view: SliceView, annotation: Annotation):
+        self.view = view
+        self.annotation = annotation
+        parent = view.image_item
+        pen = pg.mkPen(ANNOTATION_COLOR, width=2)
+        xy = [QPointF(c + 0.5, r + 0.5) for r, c in annotation.points]  # item coords: pixel centres at +0.5
+        kind = annotation.kind
+        if kind in ("distance", "angle"):
+            self.roi = pg.PolyLineROI([(p.x(), p.y()) for p in xy], closed=False, pen=pen, movable=True,
+                                      removable=True)
+        elif kind in ("rectangle", "ellipse"):
+            x0, x1 = sorted((xy[0].x(), xy[1].x()))
+            y0, y1 = sorted((xy[0].y(), xy[1].y()))
+            klass = pg.RectROI if kind == "rectangle" else pg.EllipseROI
+            self.roi = klass((x0, y0), (max(x1 - x0, 0.5), max(y1 - y0, 0.5)), pen=pen, removable=True)
+        else:
+            self.roi = pg.ScatterPlotItem([xy[0].x()], [xy[0].y()], size=6, brush=pg.mkBrush(ANNOTATION_COLOR))
+        self.roi.setParentItem(parent)
+        self.label = pg.TextItem("", color=ANNOTATION_COLOR, anchor=(0, 1))
+        self.label.setParentItem(parent)
+        if isinstance(self.roi, pg.ROI):
+            self.roi.sigRegionChangeFinished.connect(self._moved)
+            self.roi.sigRemoveRequested.connect(lambda *_: view.remove_annotation(self.annotation))
+            self.roi.sigClicked.connect(lambda *_: view.select_annotation(self.annotation))
+            self.roi.setAcceptedMouseButtons(Qt.MouseButton.LeftButton)
+        self.refresh()
+
+    def _moved(self, *_):
+        roi = self.roi
+        kind = self.annotation.kind
+        if kind in ("distance", "angle"):
+            points = [roi.mapToParent(h.pos()) for h in roi.getHandles()]
+        else:
+            pos, size = roi.pos(), roi.size()
+            points = [QPointF(pos.x(), pos.y()), QPointF(pos.x() + size.x(), pos.y() + size.y())]
+        self.annotation.points = [(p.y() - 0.5, p.x() - 0.5) for p in points]
+        self.refresh()
+
+    def refresh(self) -> None:
+        text = self.view.annotation_text(self.annotation)
+        self.label.setText(text)
+        r, c = self.annotation.points[-1] if self.annotation.kind != "angle" else self.annotation.points[1]
+        self.label.setPos(c + 1.0, r)
+
+    def set_visible(self, visible: bool) -> None:
+        self.roi.setVisible(visible)
+        self.label.setVisible(visible)
+
+    def set_selected(self, selected: bool) -> None:
+        if isinstance(self.roi, pg.ROI):
+            self.roi.setPen(pg.mkPen(SELECTED_COLOR if selected else ANNOTATION_COLOR, width=2))
+
+    def remove(self) -> None:
+        for item in (self.roi, self.label):
+            scene = item.scene()
+            item.setParentItem(None)
+            if scene is not None:
+                scene.removeItem(item)
+
+
+class SliceView(pg.GraphicsView):
+    """A viewport showing one view (axial slices or a reformat) of a Volume."""
+
+    sliceChanged = Signal(object, int)
+    windowChanged = Signal(object)
+    cursorMoved = Signal(str)
+    activated = Signal(object)
+    crosshairMoved = Signal(object, object)  # (view, (k, j, i))
+    annotationsChanged = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent, background="k")
+        self.viewbox = _ViewBox(self)
+        self.setCentralItem(self.viewbox)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.viewbox.addItem(self.image_item)
+        self.volume: Volume | None = None
+        self.series_key = ""
+        self.axis = 0
+        self.index = 0
+        self.count = 0
+        self.slab = 1
+        self.slab_mode = "mip"
+        self.window: Window | None = None
+        self.invert = False
+        self.rotation = 0
+        self.flip_h = False
+        self.flip_v = False
+        self.tool = "pan"
+        self.show_overlays = True
+        self._buffer: np.ndarray | None = None
+        self._lut = gray_lut()
+        self._offset = 0
+        self._spacing_yx = (1.0, 1.0)
+        self._row_dir = np.array([0.0, 1.0, 0.0])
+        self._col_dir = np.array([1.0, 0.0, 0.0])
+        self._sensitivity = 1.0
+        self._image_shape = (0, 0)
+        self._loaded: set[int] | None = None
+        self.annotations: list[Annotation] = []
+        self._items: dict[int, _AnnotationItem] = {}
+        self._selected: Annotation | None = None
+        self._drawing: Annotation | None = None
+        self._angle_points: list[tuple[float, float]] = []
+        self.crosshair_voxel: tuple[int, int, int] | None = None
+        self._cross_v = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 200, 255, 160), width=1), movable=False)
+        self._cross_h = pg.InfiniteLine(angle=0, pen=pg.mkPen((0, 200, 255, 160), width=1), movable=False)
+        for line in (self._cross_v, self._cross_h):
+            line.setParentItem(self.image_item)
+            line.setVisible(False)
+
+        self._labels = {name: self._make_label() for name in
+                        ("top_left", "top_right", "bottom_left", "bottom_right", "left", "right", "top", "bottom")}
+        for name in ("left", "right", "top", "bottom"):
+            self._labels[name].setStyleSheet(OVERLAY_STYLE + "font-size: 14px; font-weight: bold; color: #ffd24a;")
+        self.scale_bar = ScaleBar(self)
+        self._cine = QTimer(self)
+        self._cine.timeout.connect(lambda: self.step_slice(1, wrap=True))
+        self.viewbox.sigRangeChanged.connect(lambda *_: self._update_scale())
+        self.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAcceptDrops(False)
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def _make_label(self) -> QLabel:
+        label = QLabel(self)
+        label.setStyleSheet(OVERLAY_STYLE)
+        label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        label.setTextFormat(Qt.TextFormat.PlainText)
+        return label
+
+    def set_volume(self, volume: Volume, series_key: str = "", *, axis: int = 0, index: int | None = None,
+                   loaded: set[int] | None = None) -> None:
+        """Show ``volume`` along ``axis``; ``loaded`` (slice indices decoded so far) for a
+        series still loading: other slices show as blank until they arrive."""
+        same = self.volume is volume and self.axis == axis
+        self.volume = volume
+        self.series_key = series_key
+        self.axis = axis
+        self._loaded = loaded
+        geometry = mpr.reformat_geometry(volume, axis)
+        self._spacing_yx, self._row_dir, self._col_dir, self.count = geometry
+        self._spacing_yx = tuple(float(v) for v in self._spacing_yx)
+        if not same:
+            self.index = self.count // 2 if index is None else int(np.clip(index, 0, self.count - 1))
+            self.window = windowing.default_window(volume)
+            self._sensitivity = windowing.drag_sensitivity(volume) if not volume.is_color else 1.0
+            self.invert = False
+            self._buffer = None
+            self._clear_annotation_items()
+            self.annotations = []
+        self._offset = windowing.display_offset(volume.voxels.dtype) if not volume.is_color else 0
+        self._update_lut()
+        self.render()
+        if not same:
+            self._apply_transform()
+            self.fit()
+
+    def clear(self) -> None:
+        self._clear_annotation_items()
+        self.annotations = []
+        self.volume = None
+        self.image_item.clear()
+        for label in self._labels.values():
+            label.setText("")
+        self.scale_bar.set_scale(None)
+
+    # --- drawing the slice ---------------------------------------------------------------
+
+    def current_image(self) -> np.ndarray | None:
+        """The 2D array on screen (modality units), before windowing."""
+        if self.volume is None:
+            return None
+        direction = self.volume.direction
+        return mpr.reformat(self.volume.voxels, self.axis, self.index, slab=self.slab, mode=self.slab_mode,
+                            direction=direction)
+
+    def render(self) -> None:
+        """Hand the current slice to the ImageItem with fixed levels (the fast path)."""
+        image = self.current_image()
+        if image is None:
+            return
+        if self.volume.is_color:
+            self.image_item.setImage(image, autoLevels=False, levels=(0, 255), lut=None)
+        else:
+            lo, hi = self.window.levels() if self.window else (float(image.min()), float(image.max()))
+            if self._offset:
+                if self._buffer is None or self._buffer.shape != image.shape:
+                    self._buffer = np.empty(image.shape, dtype=np.uint16)
+                if image.dtype == np.int16:
+                    np.bitwise_xor(image.view(np.uint16), np.uint16(0x8000), out=self._buffer)
+                else:
+                    np.add(np.clip(image, -32768, 32767), 32768, out=self._buffer, casting="unsafe")
+                data = self._buffer
+                levels = (lo + self._offset, hi + self._offset)
+            else:
+                data = image
+                levels = (lo, hi)
+            self.image_item.setImage(data, autoLevels=False, levels=levels, lut=self._lut)
+        if self._image_shape != image.shape[:2]:
+            self._image_shape = image.shape[:2]
+            self._apply_transform()
+        self._show_annotations_for_slice()
+        self._update_overlay_text()
+
+    def _update_lut(self) -> None:
+        invert = self.invert != bool(self.volume is not None and self.volume.invert)
+        self._lut = gray_lut(invert)
+
+    def _apply_transform(self) -> None:
+        rows, cols = self._image_shape if self._image_shape != (0, 0) else (1, 1)
+        dy, dx = self._spacing_yx
+        width, height = cols * dx, rows * dy
+        t = QTransform()
+        t.translate(width / 2, height / 2)
+        t.scale(-1 if self.flip_h else 1, -1 if self.flip_v else 1)
+        t.rotate(self.rotation)
+        t.translate(-width / 2, -height / 2)
+        t.scale(dx, dy)
+        self.image_item.setTransform(t)
+        self._update_orientation_labels()
+
+    def fit(self) -> None:
+        self.viewbox.autoRange(items=[self.image_item], padding=0.02)
+        self._update_scale()
+
+    def actual_size(self) -> None:
+        """1:1: one image pixel per screen pixel (along columns)."""
+        if self.volume is None:
+            return
+        dx = self._spacing_yx[1]
+        rect = self.viewbox.viewRect()
+        width_px = max(self.viewbox.width(), 1)
+        center = rect.center()
+        new_width = width_px * dx
+        scale = new_width / rect.width()
+        self.viewbox.scaleBy((scale, scale), center=center)
+        self._update_scale()
+
+    def zoom_by(self, factor: float) -> None:
+        self.viewbox.scaleBy((1 / factor, 1 / factor))
+        self._update_scale()
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel (along columns)."""
+        size = self.viewbox.viewPixelSize()
+        if not size or not size[0]:
+            return 1.0
+        return self._spacing_yx[1] / size[0]
+
+    # --- state changes -------------------------------------------------------------------
+
+    def set_slice(self, index: int) -> None:
+        if self.volume is None:
+            return
+        index = int(np.clip(index, 0, self.count - 1))
+        if index == self.index:
+            return
+        self.index = index
+        self._cancel_drawing()
+        self.render()
+        self.sliceChanged.emit(self, index)
+
+    def step_slice(self, steps: int, wrap: bool = False) -> None:
+        if self.volume is None:
+            return
+        target = self.index + steps
+        if wrap:
+            target %= self.count
+        self.set_slice(target)
+
+    def slice_arrived(self, k: int) -> None:
+        """A slice finished decoding (progressive loading): redraw if it is on screen."""
+        if self.volume is None:
+            return
+        if self.axis == 0 and k == self.index:
+            self.render()
+        elif self.axis != 0 and self._loaded is not None and len(self._loaded) % 16 == 0:
+            self.render()
+
+    def set_window(self, window: Window | None) -> None:
+        if window is None or self.volume is None or self.volume.is_color:
+            return
+        self.window = window
+        self.render()
+        self.windowChanged.emit(window)
+
+    def drag_window(self, ev) -> None:
+        ev.accept()
+        if self.window is None or self.volume is None:
+            return
+        delta = ev.screenPos() - ev.lastScreenPos()
+        self.set_window(windowing.drag_window(self.window, delta.x(), delta.y(), sensitivity=self._sensitivity))
+
+    def set_invert(self, invert: bool) -> None:
+        self.invert = invert
+        self._update_lut()
+        self.render()
+
+    def rotate(self, degrees: int = 90) -> None:
+        self.rotation = (self.rotation + degrees) % 360
+        self._apply_transform()
+        self.fit()
+
+    def set_flip(self, horizontal: bool | None = None, vertical: bool | None = None) -> None:
+        if horizontal is not None:
+            self.flip_h = horizontal
+        if vertical is not None:
+            self.flip_v = vertical
+        self._apply_transform()
+
+    def reset_view(self) -> None:
+        self.rotation, self.flip_h, self.flip_v, self.invert = 0, False, False, False
+        self._update_lut()
+        self._apply_transform()
+        if self.volume is not None:
+            self.window = windowing.default_window(self.volume)
+            self.render()
+        self.fit()
+
+    def set_slab(self, slab: int, mode: str = "mip") -> None:
+        self.slab, self.slab_mode = max(1, int(slab)), mode
+        self.render()
+
+    def set_cine(self, playing: bool, fps: float = 15.0) -> None:
+        if playing and self.volume is not None:
+            self._cine.start(max(1, int(1000 / max(fps, 0.5))))
+        else:
+            self._cine.stop()
+
+    @property
+    def cine_playing(self) -> bool:
+        return self._cine.isActive()
+
+    def set_overlays_visible(self, visible: bool) -> None:
+        self.show_overlays = visible
+        for label in self._labels.values():
+            label.setVisible(visible)
+        self.scale_bar.setVisible(visible)
+
+    # --- overlays --------------------------------------------------------------------------
+
+    def _update_overlay_text(self) -> None:
+        volume = self.volume
+        if volume is None or not self.show_overlays:
+            return
+        first = volume.sources[0] if volume.sources else None
+        get = first.get if first is not None else (lambda key, default="": default)
+        name = str(get("PatientName", "") or "").replace("^", " ").strip()
+        pid = str(get("PatientID", "") or "")
+        self._labels["top_left"].setText("\n".join(filter(None, [
+            name, pid and f"ID {pid}", _date(str(get("StudyDate", "") or "")),
+            str(get("StudyDescription", "") or "")])))
+        view_name = mpr.view_plane_name(volume, self.axis)
+        lines = [f"{volume.modality}  {volume.description}".strip(), f"{view_name}  {self.index + 1}/{self.count}"]
+        if self.axis == 0 and volume.geometry_known:
+            position = volume.index_to_lps((self.index, 0, 0)) @ volume.direction[0]
+            lines.append(f"position {position:.1f} mm")
+        thickness = volume.spacing_mm[0] if self.axis == 0 else None
+        if thickness is not None:
+            lines.append(f"spacing {thickness:.2f} mm" + (f", slab {self.slab}" if self.slab > 1 else ""))
+        elif self.slab > 1:
+            lines.append(f"slab {self.slab} ({self.slab_mode.upper()})")
+        self._labels["top_right"].setText("\n".join(lines))
+        loading = ""
+        if self._loaded is not None and len(self._loaded) < volume.shape[0]:
+            loading = f"loading {len(self._loaded)}/{volume.shape[0]}"
+        wl = f"W {self.window.width:.0f} L {self.window.center:.0f}" if self.window else ""
+        self._labels["bottom_left"].setText("\n".join(filter(None, [loading, wl, f"zoom {self.zoom_factor():.2f}"])))
+        self._place_labels()
+
+    def _update_orientation_labels(self) -> None:
+        if self.volume is None or not self.volume.geometry_known:
+            for name in ("left", "right", "top", "bottom"):
+                self._labels[name].setText("")
+            return
+        labels = orientation.edge_labels(self._row_dir, self._col_dir, self.rotation, self.flip_h, self.flip_v)
+        for name in ("left", "right", "top", "bottom"):
+            self._labels[name].setText(labels[name])
+        self._place_labels()
+
+    def _update_scale(self) -> None:
+        if self.volume is None:
+            return
+        size = self.viewbox.viewPixelSize()
+        known = self.volume.pixel_spacing_known
+        mm_per_pixel = size[0] if size and size[0] else None
+        self.scale_bar.set_scale(mm_per_pixel if known else None)
+        if self.show_overlays and self.window is not None:
+            self._update_overlay_text()
+
+    def _place_labels(self) -> None:
+        w, h = self.width(), self.height()
+        margin = 6
+        for name, label in self._labels.items():
+            label.adjustSize()
+            lw, lh = label.width(), label.height()
+            x, y = {
+                "top_left": (margin, margin), "top_right": (w - lw - margin, margin),
+                "bottom_left": (margin, h - lh - margin), "bottom_right": (w - lw - margin, h - lh - margin),
+                "left": (margin, (h - lh) / 2), "right": (w - lw - margin, (h - lh) / 2),
+                "top": ((w - lw) / 2, margin), "bottom": ((w - lw) / 2, h - lh - margin - 22),
+            }[name]
+            label.move(int(x), int(y))
+        self.scale_bar.move(w - self.scale_bar.width() - margin, h - self.scale_bar.height() - margin)
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if hasattr(self, "_labels"):  # pyqtgraph resizes once inside its constructor
+            self._place_labels()
+
+    # --- cursor ----------------------------------------------------------------------------
+
+    def image_coordinates(self, scene_pos) -> tuple[float, float]:
+        """(row, col) of a scene position; pixel centres at integers."""
+        p = self.image_item.mapFromScene(scene_pos)
+        return p.y() - 0.5, p.x() - 0.5
+
+    def _mouse_moved(self, scene_pos) -> None:
+        if self.volume is None:
+            return
+        row, col = self.image_coordinates(scene_pos)
+        rows, cols = self._image_shape
+        if not (-0.5 <= row < rows - 0.5 and -0.5 <= col < cols - 0.5):
+            self.cursorMoved.emit("")
+            return
+        k, j, i = mpr.cursor_to_voxel(self.volume, self.axis, self.index, row, col)
+        value, position = measure.value_at(self.volume, k, j, i)
+        if value is None:
+            self.cursorMoved.emit("")
+            return
+        units = self.volume.units
+        if isinstance(value, tuple):
+            text = f"RGB {value}"
+        else:
+            text = f"{units or 'value'} {value:g}" if isinstance(value, float) else f"{units or 'value'} {value}"
+        where = f"  at ({position[0]:.1f}, {position[1]:.1f}, {position[2]:.1f}) mm" if position is not None else ""
+        self.cursorMoved.emit(f"{text}{where}  [voxel {k}, {j}, {i}]")
+        if self.tool == "crosshair" and self._dragging_crosshair:
+            pass
+
+    _dragging_crosshair = False
+
+    # --- tools -----------------------------------------------------------------------------
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        self._cancel_drawing()
+        self.tool = tool
+        self.viewbox.setMouseMode(pg.ViewBox.PanMode)
+
+    def tool_drag(self, ev) -> None:
+        ev.accept()
+        if self.volume is None:
+            return
+        point = self.image_coordinates(ev.scenePos())
+        if self.tool == "crosshair":
+            self.set_crosshair_from_image(point)
+            return
+        if self.tool not in ("distance", "rectangle", "ellipse"):
+            return
+        if ev.isStart():
+            start = self.image_coordinates(self.viewbox.mapToScene(ev.buttonDownPos()))
+            self._drawing = Annotation(self.tool, self.index, [start, point], axis=self.axis)
+            self._add_item(self._drawing)
+        elif self._drawing is not None:
+            self._drawing.points[1] = point
+            self._replace_item(self._drawing)
+            if ev.isFinish():
+                self.annotations.append(self._drawing)
+                self._drawing = None
+                self.annotationsChanged.emit(self)
+
+    def tool_click(self, ev) -> None:
+        if self.volume is None:
+            return
+        point = self.image_coordinates(ev.scenePos())
+        if self.tool == "crosshair":
+            self.set_crosshair_from_image(point)
+        elif self.tool == "angle":
+            self._angle_points.append(point)
+            if len(self._angle_points) == 3:
+                self.add_annotation(Annotation("angle", self.index, list(self._angle_points), axis=self.axis))
+                self._angle_points = []
+        elif self.tool == "text":
+            text, ok = QInputDialog.getText(self, "Text annotation", "Text:")
+            if ok and text.strip():
+                self.add_annotation(Annotation("text", self.index, [point], axis=self.axis, text=text.strip()))
+        else:
+            self.select_annotation(None)
+
+    def add_annotation(self, annotation: Annotation) -> Annotation:
+        self.annotations.append(annotation)
+        self._add_item(annotation)
+        self.annotationsChanged.emit(self)
+        return annotation
+
+    def remove_annotation(self, annotation: Annotation) -> None:
+        if annotation in self.annotations:
+            self.annotations.remove(annotation)
+        item = self._items.pop(annotation.id, None)
+        if item is not None:
+            item.remove()
+        if self._selected is annotation:
+            self._selected = None
+        self.annotationsChanged.emit(self)
+
+    def select_annotation(self, annotation: Annotation | None) -> None:
+        if self._selected is not None and self._selected.id in self._items:
+            self._items[self._selected.id].set_selected(False)
+        self._selected = annotation
+        if annotation is not None and annotation.id in self._items:
+            self._items[annotation.id].set_selected(True)
+
+    @property
+    def selected_annotation(self) -> Annotation | None:
+        return self._selected
+
+    def annotation_text(self, annotation: Annotation) -> str:
+        image = None
+        if annotation.kind in ("rectangle", "ellipse") and self.volume is not None and not self.volume.is_color:
+            image = mpr.reformat(self.volume.voxels, annotation.axis, annotation.slice_index, direction=self.volume.direction)
+        return measurement_text(annotation, image, self._spacing_yx, self.volume.units if self.volume else "",
+                                self.volume.pixel_spacing_known if self.volume else False)
+
+    def _add_item(self, annotation: Annotation) -> None:
+        self._items[annotation.id] = _AnnotationItem(self, annotation)
+
+    def _replace_item(self, annotation: Annotation) -> None:
+        old = self._items.pop(annotation.id, None)
+        if old is not None:
+            old.remove()
+        self._add_item(annotation)
+
+    def _cancel_drawing(self) -> None:
+        if self._drawing is not None:
+            item = self._items.pop(self._drawing.id, None)
+            if item is not None:
+                item.remove()
+            self._drawing = None
+        self._angle_points = []
+
+    def _clear_annotation_items(self) -> None:
+        for item in self._items.values():
+            item.remove()
+        self._items.clear()
+        self._selected = None
+
+    def _show_annotations_for_slice(self) -> None:
+        for annotation in self.annotations:
+            item = self._items.get(annotation.id)
+            if item is not None:
+                item.set_visible(annotation.slice_index == self.index and annotation.axis == self.axis)
+
+    # --- crosshair (MPR) -----------------------------------------------------------------------
+
+    def set_crosshair_from_image(self, point: tuple[float, float]) -> None:
+        if self.volume is None:
+            return
+        rows, cols = self._image_shape
+        row = float(np.clip(point[0], 0, rows - 1))
+        col = float(np.clip(point[1], 0, cols - 1))
+        voxel = mpr.cursor_to_voxel(self.volume, self.axis, self.index, row, col)
+        self.crosshairMoved.emit(self, tuple(int(round(v)) for v in voxel))
+
+    def show_crosshair(self, voxel: tuple[int, int, int] | None) -> None:
+        """Put the crosshair on ``voxel`` and move this view to its slice."""
+        self.crosshair_voxel = voxel
+        visible = voxel is not None and self.volume is not None
+        for line in (self._cross_v, self._cross_h):
+            line.setVisible(visible)
+        if not visible:
+            return
+        index, row, col = mpr.voxel_to_view(self.volume, self.axis, *voxel)
+        self._cross_v.setPos(col + 0.5)
+        self._cross_h.setPos(row + 0.5)
+        self.set_slice(int(round(index)))
+
+    def keyPressEvent(self, event):  # noqa: N802 - Qt override
+        key = event.key()
+        steps = {Qt.Key.Key_Up: -1, Qt.Key.Key_Left: -1, Qt.Key.Key_Down: 1, Qt.Key.Key_Right: 1,
+                 Qt.Key.Key_PageUp: -10, Qt.Key.Key_PageDown: 10}
+        if key in steps:
+            self.step_slice(steps[key])
+        elif key == Qt.Key.Key_Home:
+            self.set_slice(0)
+        elif key == Qt.Key.Key_End:
+            self.set_slice(self.count - 1)
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and self._selected is not None:
+            self.remove_annotation(self._selected)
+        elif key == Qt.Key.Key_Escape:
+            self._cancel_drawing()
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
