@@ -3,8 +3,8 @@ sagittal of one volume with a linked crosshair). Viewports share volumes; none c
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QScrollBar, QWidget
 
 from medviewer.core import mpr
 from medviewer.ui.panels import SERIES_MIME
@@ -21,11 +21,28 @@ class ViewportFrame(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.view = SliceView(self)
-        layout = QVBoxLayout(self)
+        self.slider = QScrollBar(Qt.Orientation.Vertical, self)
+        self.slider.setToolTip("Slice")
+        self.slider.setEnabled(False)
+        layout = QHBoxLayout(self)
         layout.setContentsMargins(1, 1, 1, 1)
+        layout.setSpacing(0)
         layout.addWidget(self.view)
+        layout.addWidget(self.slider)
+        self.slider.valueChanged.connect(self.view.set_slice)
+        self.view.sliceChanged.connect(lambda _view, index: self._sync_slider())
+        self.view.volumeChanged.connect(lambda _view: self._sync_slider())
         self.setAcceptDrops(True)
         self.set_active(False)
+
+    def _sync_slider(self) -> None:
+        view = self.view
+        self.slider.blockSignals(True)
+        self.slider.setEnabled(view.volume is not None)
+        self.slider.setRange(0, max(view.count - 1, 0) if view.volume is not None else 0)
+        self.slider.setPageStep(10)
+        self.slider.setValue(view.index)
+        self.slider.blockSignals(False)
 
     def set_active(self, active: bool) -> None:
         self.setStyleSheet("ViewportFrame { border: 1px solid %s; }" % ("#3d8fd1" if active else "#222"))

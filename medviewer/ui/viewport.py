@@ -186,6 +186,7 @@ class SliceView(pg.GraphicsView):
     activated = Signal(object)
     crosshairMoved = Signal(object, object)  # (view, (k, j, i))
     annotationsChanged = Signal(object)
+    volumeChanged = Signal(object)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent, background="k")
@@ -275,6 +276,7 @@ class SliceView(pg.GraphicsView):
         if not same:
             self._apply_transform()
             self.fit()
+        self.volumeChanged.emit(self)
 
     def clear(self) -> None:
         self._clear_annotation_items()
@@ -284,6 +286,7 @@ class SliceView(pg.GraphicsView):
         for label in self._labels.values():
             label.setText("")
         self.scale_bar.set_scale(None)
+        self.volumeChanged.emit(self)
 
     # --- drawing the slice ---------------------------------------------------------------
 
@@ -476,10 +479,12 @@ class SliceView(pg.GraphicsView):
         if self.axis == 0 and volume.geometry_known:
             position = volume.index_to_lps((self.index, 0, 0)) @ volume.direction[0]
             lines.append(f"position {position:.1f} mm")
-        thickness = volume.spacing_mm[0] if self.axis == 0 else None
-        if thickness is not None:
-            lines.append(f"spacing {thickness:.2f} mm" + (f", slab {self.slab}" if self.slab > 1 else ""))
-        elif self.slab > 1:
+        if self.axis == 0:
+            thickness = _float(get("SliceThickness", None))
+            parts = [f"thickness {thickness:.2f} mm" if thickness else "",
+                     f"spacing {volume.spacing_mm[0]:.2f} mm" if volume.geometry_known else ""]
+            lines.append(", ".join(p for p in parts if p))
+        if self.slab > 1:
             lines.append(f"slab {self.slab} ({self.slab_mode.upper()})")
         self._labels["top_right"].setText("\n".join(lines))
         loading = ""
@@ -715,6 +720,13 @@ class SliceView(pg.GraphicsView):
             super().keyPressEvent(event)
             return
         event.accept()
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _date(value: str) -> str:

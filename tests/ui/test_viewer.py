@@ -115,6 +115,11 @@ def test_scroll_by_keys_wheel_and_limits(qtbot, window, disc_folder):
 
     view.viewbox.wheelEvent(Wheel(-120))
     assert view.index == 1
+    slider = window.grid.frames[0].slider
+    assert (slider.minimum(), slider.maximum(), slider.value()) == (0, SHAPE[0] - 1, 1)
+    slider.setValue(3)
+    assert view.index == 3
+    slider.setValue(1)
     # The displayed data follows: the per-slice marker in pixel (0, 0).
     assert int(view.image_item.image[0, 0]) - 32768 == view.volume.voxels[1, 0, 0] == 1
 
@@ -265,6 +270,35 @@ def test_two_viewports_scroll_together_by_position(qtbot, window, tmp_path):
     window.act_sync.setChecked(False)
     fine_view.set_slice(0)
     assert coarse_view.index == 2
+
+
+def test_series_dragged_onto_a_viewport_opens_there(qtbot, window, tmp_path):
+    from medviewer.ui.panels import SERIES_MIME
+
+    a, _ = write_disc_series(tmp_path / "a", seed=1)
+    b, _ = write_disc_series(tmp_path / "b", shape=(6, 32, 40), seed=2)
+    open_and_wait(qtbot, window, [a, b])
+    window.set_layout("1x2")
+    frame = window.grid.frames[1]
+    other = next(k for k in window.series_tree.series if k != window.grid.frames[0].view.series_key)
+    mime = QMimeData()
+    mime.setData(SERIES_MIME, other.encode())
+    frame.dropEvent(QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                               Qt.KeyboardModifier.NoModifier))
+    qtbot.waitUntil(lambda: frame.view.series_key == other and not window.tasks.running, timeout=20000)
+    assert frame.view.volume is not None and window.grid.frames[0].view.series_key != other
+
+
+def test_colour_images_are_shown_as_colour(qtbot, window, tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((40, 60, 3), dtype=np.uint8)
+    rgb[..., 0] = 200
+    rgb[10:20, 10:30, 2] = 255
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    view = open_and_wait(qtbot, window, [tmp_path / "photo.png"])
+    assert view.volume.is_color and view.image_item.image.shape == (40, 60, 3)
+    assert view.window is None and not window.preset_combo.isEnabled()
 
 
 def test_refused_files_are_listed(qtbot, window, disc_folder, tmp_path):
