@@ -44,8 +44,12 @@ class ViewportFrame(QFrame):
         self.slider.setValue(view.index)
         self.slider.blockSignals(False)
 
+    _active: bool | None = None
+
     def set_active(self, active: bool) -> None:
-        self.setStyleSheet("ViewportFrame { border: 1px solid %s; }" % ("#3d8fd1" if active else "#222"))
+        if active != self._active:  # style sheets are slow to apply: only on change
+            self._active = active
+            self.setStyleSheet("ViewportFrame { border: 1px solid %s; }" % ("#3d8fd1" if active else "#222"))
 
     def dragEnterEvent(self, event):  # noqa: N802 - Qt override
         if event.mimeData().hasFormat(SERIES_MIME):

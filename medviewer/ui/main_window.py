@@ -7,6 +7,7 @@ loads. Everything the user might wait for runs in workers; this thread only pain
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
@@ -30,6 +31,7 @@ from medviewer.core.scan import scan
 from medviewer.core.series import ScanResult, Series
 from medviewer.core.thumbnail import thumbnail
 from medviewer.core.volume import Volume
+from medviewer.ui.assistant import AssistantPanel
 from medviewer.ui.grid import ViewerGrid
 from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
 from medviewer.ui.viewport import TOOLS, SliceView
@@ -38,9 +40,10 @@ from medviewer.ui.workers import JobContext, TaskManager
 MAX_RECENT = 10
 TOOL_LABELS = {"pan": "Pan", "zoom": "Zoom", "window": "Window/Level", "distance": "Distance",
                "angle": "Angle", "rectangle": "Rectangle ROI", "ellipse": "Ellipse ROI", "text": "Text",
-               "crosshair": "Crosshair (MPR)"}
+               "crosshair": "Crosshair (MPR)", "brush": "Mask Brush", "eraser": "Mask Eraser"}
 TOOL_KEYS = {"pan": "P", "zoom": "Z", "window": "W", "distance": "D", "angle": "A", "rectangle": "Shift+R",
-             "ellipse": "E", "text": "T", "crosshair": "C"}
+             "ellipse": "E", "text": "T", "crosshair": "C", "brush": "B", "eraser": "Shift+B"}
+TOOLBAR_TOOLS = ("pan", "zoom", "window", "distance", "angle", "rectangle", "ellipse", "text", "crosshair")
 
 
 def main_series(result: ScanResult) -> Series | None:
@@ -76,6 +79,12 @@ class MainWindow(QMainWindow):
         self.series_dock = self._dock("Series", self.series_tree, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.refused_dock = self._dock("Not opened", self.refused_list, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tags_dock = self._dock("Tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.assistant = AssistantPanel(self)
+        self.assistant_dock = self._dock("Assistant", self.assistant, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.predictions: dict[tuple, object] = {}
+        self._running_prediction: dict[tuple, object] = {}
+        self._assistant_worker = None
+        self._connect_assistant()
         self.refused_dock.hide()
         self.tags_dock.hide()
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self._update_tags())
@@ -150,6 +159,12 @@ class MainWindow(QMainWindow):
         self.act_cine = a("&Cine", self._toggle_cine, "Space", checkable=True)
         self.act_delete = a("&Delete Selected Annotation", self._delete_selected, QKeySequence.StandardKey.Delete)
         self.act_about = a("&About MedViewer", self.about)
+        self.act_run_assistant = a("&Run the Assistant on This Series", lambda: self.assistant._run(), "Ctrl+Shift+A")
+        self.act_assistant_overlays = a("Show Assistant &Overlays", self._set_assistant_overlays, "M",
+                                        checkable=True)
+        self.act_assistant_overlays.setChecked(True)
+        self.act_heatmap = a("Show &Heatmap", lambda on: self.assistant.heatmap_box.setChecked(on), "Shift+H",
+                             checkable=True)
         self.layout_actions = {}
         group = QActionGroup(self)
         for name, label, key in (("1x1", "1×1", "Alt+1"), ("1x2", "1×2", "Alt+2"), ("2x2", "2×2", "Alt+4"),
@@ -199,8 +214,13 @@ class MainWindow(QMainWindow):
         tools.addSeparator()
         tools.addAction(self.act_delete)
         assistant = bar.addMenu("&Assistant")
-        placeholder = assistant.addAction("Run the diagnosis assistant (coming with the assistant feature)")
-        placeholder.setEnabled(False)
+        assistant.addAction(self.act_run_assistant)
+        assistant.addAction(self.act_assistant_overlays)
+        assistant.addAction(self.act_heatmap)
+        assistant.addSeparator()
+        assistant.addAction(self.tool_actions["brush"])
+        assistant.addAction(self.tool_actions["eraser"])
+        assistant.addAction(self.assistant_dock.toggleViewAction())
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.act_about)
         self._update_recent_menu()
@@ -211,12 +231,14 @@ class MainWindow(QMainWindow):
         self.addToolBar(bar)
         bar.addAction(self.act_open)
         bar.addSeparator()
-        for tool in TOOLS:
+        for tool in TOOLBAR_TOOLS:
             bar.addAction(self.tool_actions[tool])
-        bar.addSeparator()
+        bar = QToolBar("View", self)
+        bar.setObjectName("toolbar-view")
+        self.addToolBar(bar)
         self.preset_combo = QComboBox(self)
+        self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.preset_combo.setToolTip("Window presets")
-        self.preset_combo.setMinimumWidth(130)
         self.preset_combo.activated.connect(self._preset_chosen)
         bar.addWidget(self.preset_combo)
         for action in (self.act_invert, self.act_rotate, self.act_flip_h, self.act_flip_v, self.act_fit, self.act_one):
@@ -355,6 +377,7 @@ class MainWindow(QMainWindow):
         if self.grid.layout_name == "mpr" and view is self.grid.frames[0].view:
             self.grid.set_layout("1x1")
             self.grid.set_layout("mpr")
+        self._show_cached_prediction(view)
         self._update_presets()
 
     def _on_partial(self, message) -> None:
@@ -364,7 +387,9 @@ class MainWindow(QMainWindow):
             self.series_tree.add_scan(result)
             if result.refused:
                 self.refused_list.add(result.refused)
-                self.refused_dock.show()
+                # Sidecar files (notes, ground truth) are listed but do not pop the panel up.
+                if any(not r.reason.startswith("not an image (") for r in result.refused) or not result.series:
+                    self.refused_dock.show()
             self._start_thumbnails(result.series)
             found = len(result.series)
             self.statusBar().showMessage(f"Found {found} series" + (
@@ -523,6 +548,8 @@ class MainWindow(QMainWindow):
             self.active.remove_annotation(annotation)
 
     def _active_changed(self, view: SliceView) -> None:
+        self._show_cached_prediction(view)
+        self._update_measurements(view)
         self._update_presets()
         self._update_tags()
         self.act_cine.blockSignals(True)
@@ -530,6 +557,8 @@ class MainWindow(QMainWindow):
         self.act_cine.blockSignals(False)
 
     def _slice_changed(self, view: SliceView, index: int) -> None:
+        if view is self.active and view.axis == 0:
+            self.assistant.set_current_slice(index)
         if view is self.active and self.tags_dock.isVisible():
             self._update_tags()
 
@@ -577,6 +606,224 @@ class MainWindow(QMainWindow):
             except (OSError, ValueError) as exc:
                 self.statusBar().showMessage(f"Tags unavailable: {exc}", 5000)
         self.tag_browser.show_dataset(header)
+
+    # --- the assistant ------------------------------------------------------------------------
+
+    def _connect_assistant(self) -> None:
+        from medviewer.ai.package import find_packages
+
+        panel = self.assistant
+        try:
+            panel.set_packages(find_packages())
+        except Exception as exc:  # noqa: BLE001 - a broken model folder must not stop the viewer
+            panel.set_packages([])
+            self.statusBar().showMessage(f"Model packages unavailable: {exc}", 10000)
+        panel.runRequested.connect(self.run_assistant)
+        panel.cancelRequested.connect(self.cancel_assistant)
+        panel.findingActivated.connect(self.go_to_finding)
+        panel.sliceRequested.connect(lambda k: self.active.set_slice(k))
+        panel.maskStyleChanged.connect(self._apply_mask_style)
+        panel.heatmapToggled.connect(self._heatmap_toggled)
+        panel.brushChanged.connect(self._brush_changed)
+        panel.undoRequested.connect(lambda: self.active.undo_mask_edit())
+        panel.updateFindingsRequested.connect(self.update_findings)
+        for frame in self.grid.frames:
+            frame.view.annotationsChanged.connect(self._update_measurements)
+            frame.view.maskEdited.connect(lambda _view: self.statusBar().showMessage(
+                "Mask edited: 'Update findings' re-measures them", 5000))
+
+    def _prediction_key(self, view: SliceView, paths: list[str] | None = None) -> tuple:
+        paths = paths if paths is not None else self.assistant.selected_paths()
+        return (view.series_key, tuple(sorted(paths)))
+
+    def run_assistant(self, paths: list[str], device: str = "auto") -> None:
+        """Run the checked models on the active viewport's series, in a worker."""
+        view = self.active
+        volume = view.volume
+        if volume is None:
+            self._report("Open a series first: the assistant runs on the active viewport's series.")
+            return
+        if view.series_key in self.loading:
+            self._report("The series is still loading: run the assistant when it has finished.")
+            return
+        if self._assistant_worker is not None:
+            return
+        key = self._prediction_key(view, paths)
+        if key in self.predictions:
+            self._attach_prediction(volume, self.predictions[key])
+            return
+        from medviewer.ai.infer import predict
+
+        def job(context: JobContext):
+            return key, predict(volume, paths, device=device, batch_size=None if device == "cuda" else 8,
+                                progress=context.progress, cancel=context.cancel,
+                                partial=lambda prediction, model_id, indices: context.partial(
+                                    (key, prediction, model_id, indices)))
+
+        self.assistant.set_running(True)
+        self.assistant.show_prediction(None)
+        self.statusBar().showMessage("Running the assistant…")
+        self._assistant_worker = self.tasks.start(
+            job, "assistant", on_partial=self._assistant_partial, on_progress=self.assistant.set_progress,
+            on_finished=self._assistant_finished, on_failed=self._assistant_failed,
+            on_cancelled=self._assistant_cancelled)
+
+    def _assistant_partial(self, message) -> None:
+        key, prediction, _model_id, indices = message
+        if self._running_prediction.get(key) is not prediction:
+            self._running_prediction[key] = prediction
+            volume = self.active.volume
+            self.assistant.show_prediction(prediction)
+            self.assistant.device_label.setText(prediction.device)
+            self._attach_prediction(volume, prediction, panel=False)
+        for view in self.grid.visible_views():
+            if view.mask is prediction.mask or view.heatmap is prediction.heatmap:
+                if view.axis != 0 or view.index in set(int(i) for i in indices):
+                    view.render()
+        self.assistant.refresh()
+
+    def _assistant_finished(self, result) -> None:
+        key, prediction = result
+        self._assistant_worker = None
+        self._running_prediction.pop(key, None)
+        self.predictions[key] = prediction
+        self.assistant.set_running(False)
+        self.assistant.show_prediction(prediction)
+        for view in self.grid.visible_views():
+            if view.mask is prediction.mask:
+                view.render()
+        summary = f"Assistant: {prediction.verdict}, {len(prediction.findings)} finding(s) " \
+                  f"in {prediction.timings.get('total_s', 0):.1f} s on {prediction.device}"
+        self.statusBar().showMessage(summary, 10000)
+        if prediction.warnings:
+            self._report("The assistant's input checks warn:\n\n" + "\n".join(prediction.warnings))
+
+    def _assistant_failed(self, message: str) -> None:
+        self._assistant_worker = None
+        self._clear_running_overlays()
+        self.assistant.set_running(False)
+        self.assistant.show_prediction(None)
+        self._report(message)
+
+    def _assistant_cancelled(self) -> None:
+        self._assistant_worker = None
+        self._clear_running_overlays()
+        self.assistant.set_running(False)
+        self.assistant.show_prediction(None)
+        self.statusBar().showMessage("Assistant cancelled", 5000)
+
+    def _clear_running_overlays(self) -> None:
+        """A cancelled or failed run leaves no half-drawn overlay behind."""
+        for prediction in self._running_prediction.values():
+            for view in self.grid.frames:
+                if view.view.mask is prediction.mask:
+                    view.view.set_mask(None)
+                if view.view.heatmap is prediction.heatmap:
+                    view.view.set_heatmap(None)
+        self._running_prediction.clear()
+
+    def cancel_assistant(self) -> None:
+        if self._assistant_worker is not None:
+            self._assistant_worker.cancel()
+
+    def _attach_prediction(self, volume, prediction, panel: bool = True) -> None:
+        if panel:
+            self.assistant.show_prediction(prediction)
+        colors = self.assistant.mask_colors() or {
+            value: (255, 0, 0) for value in getattr(prediction, "labels", {})}
+        for view in self.grid.visible_views():
+            if view.volume is volume:
+                if prediction.mask is not None:
+                    view.set_mask(prediction.mask, colors)
+                view.set_heatmap(prediction.heatmap, visible=self.assistant.heatmap_box.isChecked())
+                self._apply_mask_style()
+
+    def _show_cached_prediction(self, view: SliceView) -> None:
+        if view.volume is None:
+            return
+        for (series_key, _paths), prediction in self.predictions.items():
+            if series_key == view.series_key:
+                self._attach_prediction(view.volume, prediction)
+                return
+
+    def _apply_mask_style(self) -> None:
+        panel = self.assistant
+        for view in self.grid.visible_views():
+            if view.mask is not None:
+                view.mask_colors = panel.mask_colors() or view.mask_colors
+                view.set_mask_style(opacity=panel.opacity.value() / 100, hidden=panel.hidden_labels(),
+                                    contour=panel.contour.isChecked())
+
+    def _heatmap_toggled(self, visible: bool) -> None:
+        prediction = self.assistant.prediction
+        for view in self.grid.visible_views():
+            if prediction is not None and view.volume is not None and view.series_key == self.active.series_key:
+                view.set_heatmap(prediction.heatmap, visible=visible)
+        self.act_heatmap.blockSignals(True)
+        self.act_heatmap.setChecked(visible)
+        self.act_heatmap.blockSignals(False)
+
+    def _set_assistant_overlays(self, visible: bool) -> None:
+        for view in self.grid.frames:
+            view.view.set_assistant_overlays_visible(visible)
+
+    def _brush_changed(self, tool: str, size: int) -> None:
+        for view in self.grid.visible_views():
+            view.brush_size = size
+            nodule = next((v for v, spec in (self.assistant.prediction.labels.items()
+                                             if self.assistant.prediction else [])
+                           if spec.get("name", "").lower() not in ("lung", "background")), 2)
+            view.brush_label = nodule
+        self.set_tool(tool or "pan")
+
+    def go_to_finding(self, finding) -> None:
+        """Centre the active viewport on a finding, on its most central slice."""
+        view = self.active
+        if view.volume is None:
+            return
+        from PySide6.QtCore import QPointF
+
+        k, j, i = finding.centroid_index
+        if view.axis != 0:
+            view.set_volume(view.volume, view.series_key, axis=0)
+        view.set_slice(int(round(k)))
+        centre = view.image_item.mapToScene(QPointF(i + 0.5, j + 0.5))
+        rect = view.viewbox.viewRect()
+        rect.moveCenter(view.viewbox.mapSceneToView(centre))
+        view.viewbox.setRange(rect, padding=0)
+
+    def update_findings(self) -> None:
+        """Re-measure findings from the (edited) mask, keeping reviews of findings that remain."""
+        from medviewer.ai.findings import find_findings
+
+        prediction = self.assistant.prediction
+        view = self.active
+        if prediction is None or prediction.mask is None or view.volume is None:
+            return
+        old = list(prediction.findings)
+        new = []
+        for value, spec in sorted(prediction.labels.items()):
+            if value == 0 or spec.get("name", "").lower() in ("lung", "lungs", "background"):
+                continue
+            new.extend(find_findings(prediction.mask, view.volume, label_value=value, label_name=spec["name"],
+                                     first_id=len(new) + 1))
+        for finding in new:
+            match = min(old, key=lambda f: np.linalg.norm(np.subtract(f.centroid_index, finding.centroid_index)),
+                        default=None)
+            if match is not None and np.linalg.norm(np.subtract(match.centroid_index, finding.centroid_index)) < 5:
+                finding.review, finding.note, finding.confidence = match.review, match.note, match.confidence
+                finding.max_probability, finding.mean_probability = match.max_probability, match.mean_probability
+        prediction.findings = new
+        self.assistant.refresh()
+
+    def _update_measurements(self, view: SliceView) -> None:
+        if view is not self.active:
+            return
+        lines = []
+        for annotation in view.annotations:
+            text = view.annotation_text(annotation)
+            lines.append(f"slice {annotation.slice_index + 1}: {annotation.kind} {text}".strip())
+        self.assistant.set_measurements(lines)
 
     def about(self) -> None:
         QMessageBox.about(self, "About MedViewer",

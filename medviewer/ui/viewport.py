@@ -23,7 +23,8 @@ from medviewer.core.annotations import Annotation, measurement_text
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 
-TOOLS = ("pan", "zoom", "window", "distance", "angle", "rectangle", "ellipse", "text", "crosshair")
+TOOLS = ("pan", "zoom", "window", "distance", "angle", "rectangle", "ellipse", "text", "crosshair", "brush",
+         "eraser")
 OVERLAY_STYLE = "color: #e8e8e8; background: transparent; font-size: 11px;"
 ANNOTATION_COLOR = QColor(255, 210, 60)
 SELECTED_COLOR = QColor(80, 200, 255)
@@ -187,6 +188,7 @@ class SliceView(pg.GraphicsView):
     crosshairMoved = Signal(object, object)  # (view, (k, j, i))
     annotationsChanged = Signal(object)
     volumeChanged = Signal(object)
+    maskEdited = Signal(object)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent, background="k")
@@ -201,7 +203,7 @@ class SliceView(pg.GraphicsView):
         self.count = 0
         self.slab = 1
         self.slab_mode = "mip"
-        self.window: Window | None = None
+        self.window_level: Window | None = None
         self.invert = False
         self.rotation = 0
         self.flip_h = False
@@ -229,6 +231,28 @@ class SliceView(pg.GraphicsView):
             line.setParentItem(self.image_item)
             line.setVisible(False)
 
+        # Overlays: one uint8 ImageItem each with a 256-entry RGBA lookup table (the fast path).
+        self.mask_item = pg.ImageItem(axisOrder="row-major")
+        self.heatmap_item = pg.ImageItem(axisOrder="row-major")
+        for item, z in ((self.heatmap_item, 1), (self.mask_item, 2)):
+            item.setParentItem(self.image_item)
+            item.setZValue(z)
+            item.setVisible(False)
+        self.mask: np.ndarray | None = None
+        self.mask_colors: dict[int, tuple[int, int, int]] = {}
+        self.mask_opacity = 0.45
+        self.mask_hidden_labels: set[int] = set()
+        self.mask_contour = False
+        self.heatmap: np.ndarray | None = None
+        self.heatmap_opacity = 0.5
+        self.heatmap_visible = False
+        self.overlays_visible = True
+        self._mask_lut = np.zeros((256, 4), dtype=np.uint8)
+        self._heat_lut = heat_lut(self.heatmap_opacity)
+        self._heat_buffer: np.ndarray | None = None
+        self.brush_size = 6
+        self.brush_label = 2
+        self._mask_undo: list[tuple[int, np.ndarray]] = []
         self._labels = {name: self._make_label() for name in
                         ("top_left", "top_right", "bottom_left", "bottom_right", "left", "right", "top", "bottom")}
         for name in ("left", "right", "top", "bottom"):
@@ -264,8 +288,8 @@ class SliceView(pg.GraphicsView):
         self._spacing_yx = tuple(float(v) for v in self._spacing_yx)
         if not same:
             self.index = self.count // 2 if index is None else int(np.clip(index, 0, self.count - 1))
-            self.window = windowing.default_window(volume)
-            self._sensitivity = windowing.drag_sensitivity(volume) if not volume.is_color else 1.0
+            self.window_level = windowing.default_window(volume)
+            self._sensitivity = None  # computed on the first drag: it samples the volume
             self.invert = False
             self._buffer = None
             self._clear_annotation_items()
@@ -306,7 +330,7 @@ class SliceView(pg.GraphicsView):
         if self.volume.is_color:
             self.image_item.setImage(image, autoLevels=False, levels=(0, 255), lut=None)
         else:
-            lo, hi = self.window.levels() if self.window else (float(image.min()), float(image.max()))
+            lo, hi = self.window_level.levels() if self.window_level else (float(image.min()), float(image.max()))
             if self._offset:
                 if self._buffer is None or self._buffer.shape != image.shape:
                     self._buffer = np.empty(image.shape, dtype=np.uint16)
@@ -323,8 +347,75 @@ class SliceView(pg.GraphicsView):
         if self._image_shape != image.shape[:2]:
             self._image_shape = image.shape[:2]
             self._apply_transform()
+        self._render_overlays()
         self._show_annotations_for_slice()
         self._update_overlay_text()
+
+    # --- assistant overlays ------------------------------------------------------------------
+
+    def set_mask(self, mask: np.ndarray | None, colors: dict[int, tuple[int, int, int]] | None = None) -> None:
+        """A label map shaped like the volume (uint8), drawn in ``colors`` per label value."""
+        if mask is not None and self.volume is not None and mask.shape != self.volume.voxels.shape[:3]:
+            raise ValueError(f"mask shape {mask.shape} does not match the volume {self.volume.voxels.shape[:3]}")
+        self.mask = mask
+        if colors is not None:
+            self.mask_colors = dict(colors)
+        self._update_mask_lut()
+        self.render()
+
+    def set_mask_style(self, *, opacity: float | None = None, hidden: set[int] | None = None,
+                       contour: bool | None = None) -> None:
+        if opacity is not None:
+            self.mask_opacity = float(np.clip(opacity, 0, 1))
+        if hidden is not None:
+            self.mask_hidden_labels = set(hidden)
+        if contour is not None:
+            self.mask_contour = contour
+        self._update_mask_lut()
+        self.render()
+
+    def set_heatmap(self, heatmap: np.ndarray | None, *, visible: bool | None = None,
+                    opacity: float | None = None) -> None:
+        self.heatmap = heatmap
+        if visible is not None:
+            self.heatmap_visible = visible
+        if opacity is not None:
+            self.heatmap_opacity = float(np.clip(opacity, 0, 1))
+            self._heat_lut = heat_lut(self.heatmap_opacity)
+        self.render()
+
+    def set_assistant_overlays_visible(self, visible: bool) -> None:
+        self.overlays_visible = visible
+        self.render()
+
+    def _update_mask_lut(self) -> None:
+        lut = np.zeros((256, 4), dtype=np.uint8)
+        alpha = int(round(self.mask_opacity * 255)) if not self.mask_contour else 255
+        for value, color in self.mask_colors.items():
+            if 0 < value < 256 and value not in self.mask_hidden_labels:
+                lut[value, :3] = color
+                lut[value, 3] = alpha
+        self._mask_lut = lut
+
+    def _render_overlays(self) -> None:
+        show_mask = self.mask is not None and self.overlays_visible and self.volume is not None
+        if show_mask:
+            labels = mpr.reformat(self.mask, self.axis, self.index, slab=self.slab, mode="mip",
+                                  direction=self.volume.direction)
+            if self.mask_contour:
+                labels = contour_of(labels)
+            self.mask_item.setImage(np.ascontiguousarray(labels), autoLevels=False, levels=(0, 255), lut=self._mask_lut)
+        self.mask_item.setVisible(show_mask)
+        show_heat = (self.heatmap is not None and self.heatmap_visible and self.overlays_visible
+                     and self.volume is not None)
+        if show_heat:
+            heat = mpr.reformat(self.heatmap, self.axis, self.index, slab=self.slab, mode="mip",
+                                direction=self.volume.direction)
+            if self._heat_buffer is None or self._heat_buffer.shape != heat.shape:
+                self._heat_buffer = np.empty(heat.shape, dtype=np.uint8)
+            np.multiply(heat, 255, out=self._heat_buffer, casting="unsafe")
+            self.heatmap_item.setImage(self._heat_buffer, autoLevels=False, levels=(0, 255), lut=self._heat_lut)
+        self.heatmap_item.setVisible(show_heat)
 
     def _update_lut(self) -> None:
         invert = self.invert != bool(self.volume is not None and self.volume.invert)
@@ -344,7 +435,10 @@ class SliceView(pg.GraphicsView):
         self._update_orientation_labels()
 
     def fit(self) -> None:
-        self.viewbox.autoRange(items=[self.image_item], padding=0.02)
+        # The image's own bounds: cheaper than autoRange, which visits every child item.
+        rect = self.image_item.mapRectToParent(self.image_item.boundingRect())
+        if rect.width() > 0 and rect.height() > 0:
+            self.viewbox.setRange(rect, padding=0.02)
         self._update_scale()
 
     def actual_size(self) -> None:
@@ -404,16 +498,18 @@ class SliceView(pg.GraphicsView):
     def set_window(self, window: Window | None) -> None:
         if window is None or self.volume is None or self.volume.is_color:
             return
-        self.window = window
+        self.window_level = window
         self.render()
         self.windowChanged.emit(window)
 
     def drag_window(self, ev) -> None:
         ev.accept()
-        if self.window is None or self.volume is None:
+        if self.window_level is None or self.volume is None:
             return
+        if self._sensitivity is None:
+            self._sensitivity = windowing.drag_sensitivity(self.volume)
         delta = ev.screenPos() - ev.lastScreenPos()
-        self.set_window(windowing.drag_window(self.window, delta.x(), delta.y(), sensitivity=self._sensitivity))
+        self.set_window(windowing.drag_window(self.window_level, delta.x(), delta.y(), sensitivity=self._sensitivity))
 
     def set_invert(self, invert: bool) -> None:
         self.invert = invert
@@ -437,7 +533,7 @@ class SliceView(pg.GraphicsView):
         self._update_lut()
         self._apply_transform()
         if self.volume is not None:
-            self.window = windowing.default_window(self.volume)
+            self.window_level = windowing.default_window(self.volume)
             self.render()
         self.fit()
 
@@ -490,7 +586,7 @@ class SliceView(pg.GraphicsView):
         loading = ""
         if self._loaded is not None and len(self._loaded) < volume.shape[0]:
             loading = f"loading {len(self._loaded)}/{volume.shape[0]}"
-        wl = f"W {self.window.width:.0f} L {self.window.center:.0f}" if self.window else ""
+        wl = f"W {self.window_level.width:.0f} L {self.window_level.center:.0f}" if self.window_level else ""
         self._labels["bottom_left"].setText("\n".join(filter(None, [loading, wl, f"zoom {self.zoom_factor():.2f}"])))
         self._place_labels()
 
@@ -511,7 +607,7 @@ class SliceView(pg.GraphicsView):
         known = self.volume.pixel_spacing_known
         mm_per_pixel = size[0] if size and size[0] else None
         self.scale_bar.set_scale(mm_per_pixel if known else None)
-        if self.show_overlays and self.window is not None:
+        if self.show_overlays and self.window_level is not None:
             self._update_overlay_text()
 
     def _place_labels(self) -> None:
@@ -583,6 +679,13 @@ class SliceView(pg.GraphicsView):
         if self.tool == "crosshair":
             self.set_crosshair_from_image(point)
             return
+        if self.tool in ("brush", "eraser"):
+            if ev.isStart():
+                self.begin_mask_edit()
+            self.paint_mask(point, erase=self.tool == "eraser")
+            if ev.isFinish():
+                self.maskEdited.emit(self)
+            return
         if self.tool not in ("distance", "rectangle", "ellipse"):
             return
         if ev.isStart():
@@ -614,6 +717,45 @@ class SliceView(pg.GraphicsView):
                 self.add_annotation(Annotation("text", self.index, [point], axis=self.axis, text=text.strip()))
         else:
             self.select_annotation(None)
+
+    # --- mask correction ---------------------------------------------------------------------
+
+    def begin_mask_edit(self) -> bool:
+        """Remember the current slice of the mask so the coming stroke can be undone."""
+        if self.mask is None or self.axis != 0 or not self.mask.flags.writeable:
+            return False
+        self._mask_undo.append((self.index, self.mask[self.index].copy()))
+        del self._mask_undo[:-50]
+        return True
+
+    def paint_mask(self, point: tuple[float, float], erase: bool = False) -> None:
+        """Paint (or erase) a disc of ``brush_size`` pixels at image point (row, col) of this slice."""
+        if self.mask is None or self.axis != 0 or not self.mask.flags.writeable:
+            return
+        rows, cols = self.mask.shape[1:]
+        radius = self.brush_size / 2
+        r, c = point
+        r0, r1 = max(int(np.floor(r - radius)), 0), min(int(np.ceil(r + radius)) + 1, rows)
+        c0, c1 = max(int(np.floor(c - radius)), 0), min(int(np.ceil(c + radius)) + 1, cols)
+        if r0 >= r1 or c0 >= c1:
+            return
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        disc = (yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2
+        region = self.mask[self.index, r0:r1, c0:c1]
+        if erase:
+            region[disc & (region == self.brush_label)] = 0
+        else:
+            region[disc] = self.brush_label
+        self._render_overlays()
+
+    def undo_mask_edit(self) -> bool:
+        if not self._mask_undo or self.mask is None:
+            return False
+        index, previous = self._mask_undo.pop()
+        self.mask[index] = previous
+        self.render()
+        self.maskEdited.emit(self)
+        return True
 
     def add_annotation(self, annotation: Annotation) -> Annotation:
         self.annotations.append(annotation)
@@ -720,6 +862,26 @@ class SliceView(pg.GraphicsView):
             super().keyPressEvent(event)
             return
         event.accept()
+
+
+def heat_lut(opacity: float) -> np.ndarray:
+    """A 256-entry RGBA table: transparent blue at 0 through yellow to opaque red at 255."""
+    x = np.linspace(0, 1, 256)
+    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
+    a = np.clip(x * 1.6, 0, 1) * opacity
+    return (np.stack([r, g, b, a], axis=1) * 255).astype(np.uint8)
+
+
+def contour_of(labels: np.ndarray) -> np.ndarray:
+    """The outline (1 pixel) of each label region of a 2D label map; 0 elsewhere."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return np.where(edge, labels, 0).astype(np.uint8)
 
 
 def _float(value) -> float | None:

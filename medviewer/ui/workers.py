@@ -85,6 +85,49 @@ class Worker(QObject):
         self.cancel_event.set()
 
 
+class _Relay(QObject):
+    """Receives a worker's signals on the GUI thread and calls the job's callbacks there.
+
+    A signal connected to a plain function or lambda runs it on the emitting (worker) thread;
+    connected to a slot of a QObject living on the GUI thread, it is queued to the GUI thread.
+    """
+
+    def __init__(self, manager: TaskManager, worker: Worker, callbacks: dict[str, Callable | None]):
+        super().__init__()  # owned by the manager's Python dicts, not by a Qt parent
+        self.manager = manager
+        self.worker = worker
+        self.callbacks = callbacks
+
+    def _call(self, name: str, *args) -> None:
+        callback = self.callbacks.get(name)
+        if callback is not None:
+            callback(*args)
+
+    @Slot(int, int)
+    def on_progress(self, done: int, total: int) -> None:
+        self._call("progress", done, total)
+
+    @Slot(object)
+    def on_partial(self, value) -> None:
+        self._call("partial", value)
+
+    @Slot(object)
+    def on_finished(self, value) -> None:
+        self._call("finished", value)
+
+    @Slot(str)
+    def on_failed(self, message: str) -> None:
+        self._call("failed", message)
+
+    @Slot()
+    def on_cancelled(self) -> None:
+        self._call("cancelled")
+
+    @Slot()
+    def on_thread_finished(self) -> None:
+        self.manager._finish(self.worker)
+
+
 class TaskManager(QObject):
     """Starts workers on their own threads and keeps them alive until they finish."""
 
@@ -94,6 +137,9 @@ class TaskManager(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._running: dict[Worker, QThread] = {}
+        self._relays: dict[Worker, _Relay] = {}
+        # Relays of finished jobs: released at the next start, never inside their own slot.
+        self._spent: list[_Relay] = []
 
     def start(self, job: Callable[[JobContext], Any], name: str, *,
               on_finished: Callable[[Any], Any] | None = None,
@@ -101,37 +147,40 @@ class TaskManager(QObject):
               on_partial: Callable[[Any], Any] | None = None,
               on_progress: Callable[[int, int], Any] | None = None,
               on_cancelled: Callable[[], Any] | None = None) -> Worker:
+        self._spent.clear()
         worker = Worker(job, name)
-        thread = QThread()
+        # Parented to the manager: Qt, not Python's garbage collector, decides when the thread
+        # object goes, and only after it has stopped.
+        thread = QThread(self)
         thread.setObjectName(f"medviewer-{name}")
         worker.moveToThread(thread)
-        # Connections to callables living on the GUI side are queued: they run on the GUI thread.
-        receiver = self
-        if on_finished:
-            worker.finished.connect(on_finished)
-        if on_failed:
-            worker.failed.connect(on_failed)
-        if on_partial:
-            worker.partial.connect(on_partial)
-        if on_progress:
-            worker.progress.connect(on_progress)
-        if on_cancelled:
-            worker.cancelled.connect(on_cancelled)
+        relay = _Relay(self, worker, {"finished": on_finished, "failed": on_failed, "partial": on_partial,
+                                      "progress": on_progress, "cancelled": on_cancelled})
+        worker.progress.connect(relay.on_progress)
+        worker.partial.connect(relay.on_partial)
+        worker.finished.connect(relay.on_finished)
+        worker.failed.connect(relay.on_failed)
+        worker.cancelled.connect(relay.on_cancelled)
         for signal in (worker.finished, worker.failed, worker.cancelled):
             signal.connect(thread.quit)
-        thread.finished.connect(lambda w=worker: receiver._finish(w))
+        thread.finished.connect(relay.on_thread_finished)
         thread.started.connect(worker.run)
         self._running[worker] = thread
+        self._relays[worker] = relay
         thread.start()
         self.started.emit(worker)
         return worker
 
     def _finish(self, worker: Worker) -> None:
+        # Python owns the worker and its thread (no Qt parent): dropping the last reference
+        # deletes them once the thread has stopped. deleteLater here would delete them twice.
         thread = self._running.pop(worker, None)
         if thread is not None:
             thread.wait()
             thread.deleteLater()
-        worker.deleteLater()
+        relay = self._relays.pop(worker, None)
+        if relay is not None:
+            self._spent.append(relay)
         self.ended.emit(worker)
 
     @property

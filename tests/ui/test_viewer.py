@@ -69,7 +69,7 @@ def test_open_by_path_shows_middle_slice(qtbot, window, disc_folder):
     assert view.index == SHAPE[0] // 2
     image = view.image_item.image
     assert image is not None and image.dtype == np.uint16  # int16 handed over on the fast path
-    assert view.window == Window(40, 400)  # the header's window
+    assert view.window_level == Window(40, 400)  # the header's window
     assert window.series_tree.topLevelItemCount() == 1
 
 
@@ -127,22 +127,22 @@ def test_scroll_by_keys_wheel_and_limits(qtbot, window, disc_folder):
 def test_window_level_drag_and_presets(qtbot, window, disc_folder):
     folder, _ = disc_folder
     view = open_and_wait(qtbot, window, [folder])
-    before = view.window
+    before = view.window_level
     view.viewbox.mouseDragEvent(FakeDrag(view, (0, 0), (0, 0), button=Qt.MouseButton.RightButton,
                                          screen_delta=(40, 0)))
-    assert view.window.width > before.width and view.window.center == before.center
-    widened = view.window
+    assert view.window_level.width > before.width and view.window_level.center == before.center
+    widened = view.window_level
     view.viewbox.mouseDragEvent(FakeDrag(view, (0, 0), (0, 0), button=Qt.MouseButton.RightButton,
                                          screen_delta=(0, 30)))
-    assert view.window.center > widened.center and view.window.width == widened.width
+    assert view.window_level.center > widened.center and view.window_level.width == widened.width
     lo, hi = view.image_item.levels
-    assert (lo - 32768, hi - 32768) == pytest.approx(view.window.levels())
+    assert (lo - 32768, hi - 32768) == pytest.approx(view.window_level.levels())
     window.apply_preset("lung")
-    assert view.window == CT_PRESETS["lung"]
+    assert view.window_level == CT_PRESETS["lung"]
     names = [window.preset_combo.itemData(i) for i in range(window.preset_combo.count())]
     assert names[:2] == ["Default", "brain"]
     window.preset_combo.activated.emit(names.index("bone"))
-    assert view.window == CT_PRESETS["bone"]
+    assert view.window_level == CT_PRESETS["bone"]
 
 
 def _disc_edges(view, row):
@@ -298,7 +298,7 @@ def test_colour_images_are_shown_as_colour(qtbot, window, tmp_path):
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     view = open_and_wait(qtbot, window, [tmp_path / "photo.png"])
     assert view.volume.is_color and view.image_item.image.shape == (40, 60, 3)
-    assert view.window is None and not window.preset_combo.isEnabled()
+    assert view.window_level is None and not window.preset_combo.isEnabled()
 
 
 def test_refused_files_are_listed(qtbot, window, disc_folder, tmp_path):
