@@ -238,16 +238,6 @@ def label_map(folder: Path, volume) -> tuple:
     return labels, "HU thresholds"
 
 
-def overlay_lut():
-    import numpy as np
-
-    lut = np.zeros((256, 4), dtype=np.uint8)  # 0 stays transparent
-    lut[1] = (60, 200, 255, 70)
-    lut[2] = (255, 60, 60, 160)
-    lut[3:] = (255, 200, 0, 160)
-    return lut
-
-
 class Scroller:
     """One widget scrolled through the volume with a given repaint method."""
 
@@ -317,32 +307,18 @@ def measure_scrolling(app, probe: PaintProbe, volume, labels, view_size: tuple[i
     for _ in range(3):
         app.processEvents()
 
-    lut = overlay_lut()
+    # The overlay goes through the viewer's own path (SliceView.set_mask): one uint8 ImageItem
+    # with a 256-entry RGBA lookup table, cropped to the labelled part of each slice.
+    colors = {1: (60, 200, 255), 2: (255, 60, 60), 3: (255, 200, 0)}
     state: dict = {"overlay": None}
 
     def add_overlay() -> None:
-        overlay = pg.ImageItem(axisOrder="row-major")
-        overlay.setParentItem(view.image_item)
-        overlay.setZValue(10)
-        overlay.setLookupTable(lut)
-        overlay.setImage(labels[view.index], autoLevels=False, levels=(0, 255))
-        state["overlay"] = overlay
+        view.set_mask(labels, colors)
+        state["overlay"] = view.mask_item
 
     def remove_overlay() -> None:
-        overlay = state.pop("overlay", None)
+        view.set_mask(None)
         state["overlay"] = None
-        if overlay is not None:
-            scene = overlay.scene()
-            overlay.setParentItem(None)
-            if scene is not None:
-                scene.removeItem(overlay)
-
-    def update_overlay(_view, k: int) -> None:
-        overlay = state["overlay"]
-        if overlay is not None:
-            overlay.setImage(labels[k], autoLevels=False)
-
-    view.sliceChanged.connect(update_overlay)
 
     baseline = pg.ImageView()
     baseline.resize(*view_size)

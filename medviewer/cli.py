@@ -17,7 +17,7 @@ from pathlib import Path
 from medviewer import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("view", "info", "demo-data")
+COMMANDS = ("view", "info", "demo-data", "predict", "models", "train")
 
 
 class CommandError(Exception):
@@ -64,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--compression", choices=("none", "jpeg2000", "rle"), default="none",
                       help="transfer syntax of the written files")
     demo.add_argument("--force", action="store_true", help="replace studies of the same name already in DIR")
+    predict = sub.add_parser("predict", help="run the diagnosis assistant headless on a series")
+    predict.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
+    predict.add_argument("--out", required=True, metavar="DIR", help="folder for predictions.json, mask.npy, heatmap.npy")
+    predict.add_argument("--model", action="append", metavar="ID", help="model id or package folder (repeatable; "
+                         "default: the built-in models)")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    predict.add_argument("--series", metavar="UID", help="which series (default: the one with most slices)")
+    predict.add_argument("--batch-size", type=int, help="slices per batch (default: chosen for the device)")
+    predict.add_argument("--no-explain", action="store_true", help="skip the Grad-CAM heatmap")
+    predict.add_argument("--force", action="store_true", help="replace existing output files")
+
+    models = sub.add_parser("models", help="the installed model packages and their cards")
+    models.add_argument("paths", nargs="*", metavar="PATH", help="more package folders to list")
+    models.add_argument("--json", action="store_true", help="print the manifests as JSON")
+
+    train = sub.add_parser("train", help="train or fine-tune a classifier or segmenter; writes a model package",
+                           add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -99,7 +117,100 @@ def _run(args: argparse.Namespace) -> int:
         return cmd_info(args.paths, as_json=args.json, pixels=not args.no_pixels)
     if args.command == "demo-data":
         return cmd_demo_data(args)
+    if args.command == "predict":
+        return cmd_predict(args)
+    if args.command == "models":
+        return cmd_models(args)
+    if args.command == "train":
+        from medviewer.ai.train import run_train_command
+
+        return run_train_command(args.rest)
     return cmd_view(args)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from medviewer.ai.package import find_packages, model_card
+
+    packages = find_packages(extra=[Path(p) for p in args.paths])
+    if args.json:
+        print(json.dumps([{"path": str(p.path), "source": p.source, "error": p.error,
+                           "manifest": p.manifest.to_dict() if p.manifest else None} for p in packages], indent=2))
+    else:
+        for info in packages:
+            if info.manifest is None:
+                print(f"{info.path}  [{info.source}]  unusable: {info.error}")
+            else:
+                print(f"{info.manifest.id}  [{info.source}]  {info.path}")
+                print("  " + model_card(info.manifest).replace("\n", "\n  "))
+            print()
+    broken = [p for p in packages if p.manifest is None]
+    for info in broken:
+        _print_error(f"{info.path}: {info.error}")
+    if not packages:
+        _print_error("no model packages found")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from medviewer.ai.infer import predict
+    from medviewer.ai.package import find_packages
+    from medviewer.ai.prediction import write_prediction
+    from medviewer.core.load import load
+    from medviewer.core.scan import scan
+
+    if not os.path.exists(args.path):
+        raise CommandError(f"{args.path}: no such file or folder")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"{out}: exists and is not a folder")
+    if args.model:
+        models = list(args.model)
+    else:
+        models = [info.path for info in find_packages() if info.manifest is not None and info.source == "builtin"]
+        if not models:
+            raise CommandError("no built-in model packages found (see 'medviewer models')")
+    result = scan([args.path])
+    for refused in result.refused:
+        _print_error(f"{refused.path}: {refused.reason}")
+    if not result.series:
+        raise CommandError(f"{args.path}: no image series to run the assistant on")
+    if args.series:
+        try:
+            series = result.find(args.series)
+        except KeyError:
+            raise CommandError(f"{args.path}: no series {args.series}") from None
+    else:
+        series = max(result.series, key=lambda s: len(s.frames))
+    volume = load(series)
+    try:
+        prediction = predict(volume, models, device=args.device, batch_size=args.batch_size,
+                             explain=not args.no_explain)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise CommandError(str(exc).strip("'\"")) from None
+    for warning in volume.warnings + prediction.warnings:
+        print(f"medviewer: warning: {warning}", file=sys.stderr)
+    try:
+        written = write_prediction(prediction, out, force=args.force)
+    except FileExistsError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    probability = prediction.study_probability
+    print(f"{series.description or series.uid}: {len(volume.slices)} slices on {prediction.device}, "
+          f"{prediction.timings.get('total_s', 0):.1f} s")
+    if probability is not None:
+        print(f"study: {prediction.verdict} (probability {probability:.3f})")
+    for finding in prediction.findings:
+        where = (f" at ({', '.join(f'{v:.1f}' for v in finding.centroid_lps_mm)}) mm"
+                 if finding.centroid_lps_mm else "")
+        confidence = f", confidence {finding.confidence:.2f}" if finding.confidence is not None else ""
+        print(f"  finding {finding.id}: {finding.label}, slices {finding.slices[0] + 1}-{finding.slices[1] + 1}, "
+              f"{finding.diameter_mm:.1f} mm, {finding.volume_ml:.2f} mL, probability {finding.max_probability:.2f}"
+              f"{confidence}{where}")
+    for path in written:
+        print(path)
+    return EXIT_OK
 
 
 def cmd_info(paths: list[str], *, as_json: bool, pixels: bool) -> int:

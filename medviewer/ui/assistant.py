@@ -214,7 +214,7 @@ class AssistantPanel(QWidget):
             m = info.manifest
             item = QListWidgetItem(f"{m.name} {m.version}  [{info.source}]")
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if info.source == "built-in" else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if info.source == "builtin" else Qt.CheckState.Unchecked)
             item.setData(Qt.ItemDataRole.UserRole, str(info.path))
             self.model_list.addItem(item)
         if self.packages:

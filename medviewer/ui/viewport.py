@@ -404,7 +404,15 @@ class SliceView(pg.GraphicsView):
                                   direction=self.volume.direction)
             if self.mask_contour:
                 labels = contour_of(labels)
-            self.mask_item.setImage(np.ascontiguousarray(labels), autoLevels=False, levels=(0, 255), lut=self._mask_lut)
+            box = nonzero_box(labels)
+            show_mask = box is not None
+            if show_mask:
+                # Only the labelled part is drawn: a transparent pixel costs as much to paint as
+                # a coloured one, and most slices have few or no labels.
+                r0, r1, c0, c1 = box
+                self.mask_item.setImage(np.ascontiguousarray(labels[r0:r1, c0:c1]), autoLevels=False,
+                                        levels=(0, 255), lut=self._mask_lut)
+                self.mask_item.setPos(c0, r0)
         self.mask_item.setVisible(show_mask)
         show_heat = (self.heatmap is not None and self.heatmap_visible and self.overlays_visible
                      and self.volume is not None)
@@ -414,7 +422,13 @@ class SliceView(pg.GraphicsView):
             if self._heat_buffer is None or self._heat_buffer.shape != heat.shape:
                 self._heat_buffer = np.empty(heat.shape, dtype=np.uint8)
             np.multiply(heat, 255, out=self._heat_buffer, casting="unsafe")
-            self.heatmap_item.setImage(self._heat_buffer, autoLevels=False, levels=(0, 255), lut=self._heat_lut)
+            box = nonzero_box(self._heat_buffer > 4)
+            show_heat = box is not None
+            if show_heat:
+                r0, r1, c0, c1 = box
+                self.heatmap_item.setImage(np.ascontiguousarray(self._heat_buffer[r0:r1, c0:c1]), autoLevels=False,
+                                           levels=(0, 255), lut=self._heat_lut)
+                self.heatmap_item.setPos(c0, r0)
         self.heatmap_item.setVisible(show_heat)
 
     def _update_lut(self) -> None:
@@ -872,6 +886,15 @@ def heat_lut(opacity: float) -> np.ndarray:
     b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
     a = np.clip(x * 1.6, 0, 1) * opacity
     return (np.stack([r, g, b, a], axis=1) * 255).astype(np.uint8)
+
+
+def nonzero_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row start, row stop, col start, col stop) of the non-zero pixels, or None if there are none."""
+    rows = np.flatnonzero(image.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(image[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def contour_of(labels: np.ndarray) -> np.ndarray:

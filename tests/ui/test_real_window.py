@@ -48,7 +48,9 @@ SCRIPT = textwrap.dedent(
         from medviewer.ui.main_window import MainWindow
 
         out = Path(sys.argv[1])
-        study = write_phantom_dicom(generate_phantom(PhantomConfig(slices=24, size=128), seed=0), out / "data")
+        config = PhantomConfig(slices=40, size=128, slice_thickness_mm=2.5, nodule_count=(1, 1),
+                               nodule_diameter_mm=(10.0, 16.0))
+        study = write_phantom_dicom(generate_phantom(config, seed=0), out / "data")
 
         pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
         app = make_app()
@@ -85,12 +87,35 @@ SCRIPT = textwrap.dedent(
             (out / "report.json").write_text(json.dumps(report))
             window.close()  # the last window: the application quits with its exit code
 
+        assistant = len(sys.argv) > 2 and sys.argv[2] == "assistant"
+
+        def poll_assistant() -> None:
+            if window._assistant_worker is not None:
+                QTimer.singleShot(100, poll_assistant)
+                return
+            if not window.predictions:
+                fail(f"the assistant gave no result: {window.last_error}", 5)
+                return
+            prediction = next(iter(window.predictions.values()))
+            report["findings"] = len(prediction.findings)
+            if prediction.findings:
+                window.go_to_finding(prediction.findings[0])
+            window.assistant.heatmap_box.setChecked(True)
+            QTimer.singleShot(700, screenshot)
+
         def poll() -> None:
             if window.last_error:
                 fail(f"error while loading: {window.last_error}", 4)
             elif window.volumes and window.active.volume is not None:
                 report["load_seconds"] = time.perf_counter() - started["at"]
-                QTimer.singleShot(700, screenshot)  # a few paints later
+                if assistant:
+                    from medviewer.ai.package import find_packages
+
+                    models = [str(p.path) for p in find_packages() if p.source == "builtin" and p.manifest]
+                    window.run_assistant(models, "cpu")
+                    QTimer.singleShot(100, poll_assistant)
+                else:
+                    QTimer.singleShot(700, screenshot)  # a few paints later
             else:
                 QTimer.singleShot(50, poll)
 
@@ -151,7 +176,7 @@ def _read_png(path: Path) -> np.ndarray:
     return buffer[:, : width * 3].reshape(height, width, 3).copy()
 
 
-def test_real_window_opens_a_study_and_exits_cleanly(tmp_path):
+def _run_window(tmp_path: Path, *extra: str):
     script = tmp_path / "show_study.py"
     script.write_text(SCRIPT)
     process, display = _start_xvfb(tmp_path)
@@ -161,10 +186,36 @@ def test_real_window_opens_a_study_and_exits_cleanly(tmp_path):
         env = dict(os.environ, DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb", PYTHONPATH=python_path,
                    XDG_CONFIG_HOME=str(tmp_path / "config"))
         env.pop("WAYLAND_DISPLAY", None)
-        run = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                             timeout=180, cwd=tmp_path)
+        run = subprocess.run([sys.executable, str(script), str(tmp_path), *extra], env=env, capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path)
     finally:
         _stop(process)
+    return run
+
+
+def _builtin_models() -> bool:
+    from medviewer.ai.package import find_packages
+
+    return sum(p.source == "builtin" and p.manifest is not None for p in find_packages()) >= 2
+
+
+def test_real_window_opens_a_study_and_exits_cleanly(tmp_path):
+    run = _run_window(tmp_path)
+    _check_screenshot(tmp_path, run)
+
+
+@pytest.mark.skipif(not _builtin_models(), reason="the built-in model packages are not in resources/models")
+def test_real_window_shows_the_assistant_overlays(tmp_path):
+    run = _run_window(tmp_path, "assistant")
+    report, crop = _check_screenshot(tmp_path, run)
+    assert report.get("findings", 0) >= 1, report
+    # Mask and heatmap colours on the finding's slice: many clearly coloured (non-grey) pixels.
+    rgb = crop.astype(np.int16)
+    colourful = (np.abs(rgb[..., 0] - rgb[..., 1]) > 40) | (np.abs(rgb[..., 1] - rgb[..., 2]) > 40)
+    assert colourful.sum() > 200, f"no overlay colours on screen ({colourful.sum()} pixels); report {report}"
+
+
+def _check_screenshot(tmp_path: Path, run):
 
     output = f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
     report_path = tmp_path / "report.json"
@@ -187,3 +238,4 @@ def test_real_window_opens_a_study_and_exits_cleanly(tmp_path):
     levels = np.unique(gray).size
     assert gray.std() > 10 and levels > 20, (
         f"viewport looks blank: std {gray.std():.1f}, {levels} grey levels; report {report}\n{output}")
+    return report, crop

@@ -1,0 +1,259 @@
+"""``medviewer.ai.predict(volume, models)``: run the assistant's models over a series.
+
+Slices go through each model in batches: ``torch.inference_mode``, channels-last memory,
+automatic mixed precision on CUDA, CPU threads set explicitly, a batch size that fits the
+device. Between batches the cancel token is checked and ``partial`` is called, so a viewer
+can draw results as they arrive. Segmentation runs twice (as is and mirrored left–right)
+and averages the two; where the passes agree gives each finding its confidence. The
+classifier's Grad-CAM heatmap is computed for every slice.
+
+Before trusting any output the input is checked against what each model expects (modality,
+units, value range, spacing): a mismatch becomes a warning in the Prediction, never a silent
+result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medviewer.ai import device as devices
+from medviewer.ai.explain import grad_cam
+from medviewer.ai.findings import find_findings
+from medviewer.ai.package import LoadedModel, Manifest, find_model, load_package
+from medviewer.ai.prediction import Prediction
+from medviewer.ai.preprocess import volume_batches
+from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
+from medviewer.core.volume import Volume
+
+# Labels that are anatomy rather than findings (they get a mask but no findings table rows).
+MIN_CONFIDENCE = 0.3
+ANATOMY_LABELS = {"background", "lung", "lungs", "body", "heart", "airway", "vessel", "vessels"}
+
+
+def check_input(volume: Volume, manifest: Manifest) -> list[str]:
+    """Plain-language warnings where ``volume`` is not what the model was made for."""
+    spec = manifest.input
+    name = manifest.name or manifest.id
+    warnings = []
+    if volume.is_color:
+        return [f"{name}: expects {spec.modality} images, got colour pictures; results are meaningless"]
+    if spec.modality and volume.modality != spec.modality:
+        warnings.append(f"{name}: made for {spec.modality}, this series is {volume.modality or 'of unknown modality'}")
+    if spec.units and volume.units != spec.units:
+        warnings.append(f"{name}: expects values in {spec.units}, this series has "
+                        f"{volume.units or 'no stated units'}")
+    if spec.units == "HU":
+        sample = volume.voxels[:: max(1, volume.shape[0] // 16), ::4, ::4]
+        lo, hi = np.percentile(sample, [1, 99])
+        if lo > -500 or hi > 4000 or lo < -1100:
+            warnings.append(f"{name}: values {lo:.0f} to {hi:.0f} do not look like Hounsfield units of a chest CT "
+                            "(air about -1000)")
+    dz, dy, dx = volume.spacing_mm
+    lo_px, hi_px = spec.pixel_spacing_mm
+    if not volume.pixel_spacing_known:
+        warnings.append(f"{name}: the series has no pixel spacing")
+    elif not (lo_px <= min(dy, dx) and max(dy, dx) <= hi_px):
+        warnings.append(f"{name}: pixel spacing {dy:.2f}×{dx:.2f} mm is outside the model's range "
+                        f"{lo_px:g}–{hi_px:g} mm")
+    lo_z, hi_z = spec.slice_spacing_mm
+    if volume.shape[0] > 1 and not (lo_z <= dz <= hi_z):
+        warnings.append(f"{name}: slice spacing {dz:.2f} mm is outside the model's range {lo_z:g}–{hi_z:g} mm")
+    return warnings
+
+
+def _resolve(models: Sequence[LoadedModel | str | Path], device: torch.device) -> list[LoadedModel]:
+    loaded = []
+    for model in models:
+        if isinstance(model, LoadedModel):
+            loaded.append(model)
+        else:
+            info = find_model(str(model))
+            loaded.append(load_package(info.path, device=device))
+    return loaded
+
+
+def _batch_size(device: torch.device, manifest: Manifest, requested: int | None) -> int:
+    if requested:
+        return requested
+    h, w = manifest.input.size
+    pixels = h * w
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        # Activations of these networks take roughly a few kB per input pixel at width 16–32.
+        return int(np.clip(free * 0.5 / (pixels * 4 * 64), 8, 512))
+    return int(np.clip(2**20 // pixels * 2, 4, 64))
+
+
+def _temperature(manifest: Manifest) -> float:
+    for source in (manifest.arguments, manifest.training, manifest.metrics):
+        value = source.get("temperature") if isinstance(source, dict) else None
+        if value:
+            return float(value)
+    return 1.0
+
+
+def predict(
+    volume: Volume,
+    models: Sequence[LoadedModel | str | Path],
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    partial: Callable[[Prediction, str, np.ndarray], Any] | None = None,
+    explain: bool = True,
+    tta: bool = True,
+    threads: int | None = None,
+) -> Prediction:
+    """Run ``models`` (loaded packages, ids or package paths) over every slice of ``volume``.
+
+    ``progress(done, total)`` counts slices over all models; ``partial(prediction, model_id,
+    slice_indices)`` is called after each batch with the prediction filled so far;
+    ``cancel`` stops between batches with :class:`~medviewer.core.errors.Cancelled`.
+    """
+    started = time.perf_counter()
+    target = device if isinstance(device, torch.device) else devices.select_device(device)
+    if target.type == "cpu":
+        devices.configure_threads(threads)
+    loaded = _resolve(models, target)
+    if not loaded:
+        raise ValueError("no model to run")
+    slices, rows, cols = volume.voxels.shape[:3]
+    classifiers = [m for m in loaded if m.manifest.task == "classification"]
+    segmenters = [m for m in loaded if m.manifest.task == "segmentation"]
+    classes = [label.name for m in classifiers for label in m.manifest.outputs]
+    prediction = Prediction(
+        series_uid=volume.series_uid,
+        sop_instance_uids=volume.sop_instance_uids,
+        positions_lps_mm=[tuple(p) for p in volume.positions_lps_mm] if volume.geometry_known else None,
+        classes=classes,
+        slice_probabilities=np.zeros((slices, len(classes)), dtype=np.float32) if classes else None,
+        mask=np.zeros((slices, rows, cols), dtype=np.uint8) if segmenters else None,
+        heatmap=np.zeros((slices, rows, cols), dtype=np.float16) if classifiers and explain else None,
+        done_slices=np.zeros(slices, dtype=bool),
+        device=devices.device_name(target),
+    )
+    for model in loaded:
+        m = model.manifest
+        prediction.models.append({
+            "id": m.id, "name": m.name, "version": m.version, "sha256": m.sha256, "task": m.task,
+            "not_for_clinical_use": m.not_for_clinical_use,
+            "threshold": m.outputs[0].threshold if m.outputs else None,
+        })
+        for label in m.outputs:
+            if m.task == "segmentation":
+                prediction.labels[label.value] = {"name": label.name, "color": label.color,
+                                                  "threshold": label.threshold}
+        prediction.warnings.extend(check_input(volume, m))
+
+    total = slices * len(loaded)
+    done = 0
+    if progress:
+        progress(0, total)
+    class_offset = 0
+    probability_maps: dict[int, np.ndarray] = {}
+    agreement: np.ndarray | None = None
+    for model in loaded:
+        m = model.manifest
+        net = model.model.to(target)
+        if target.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        size = _batch_size(target, m, batch_size)
+        t0 = time.perf_counter()
+        if m.task == "segmentation":
+            for value in (label.value for label in m.outputs):
+                if value != 0:
+                    probability_maps[value] = np.zeros((slices, rows, cols), dtype=np.float16)
+            agreement = np.ones((slices, rows, cols), dtype=bool) if tta else None
+        temperature = _temperature(m)
+        for start in range(0, slices, size):
+            if is_cancelled(cancel):
+                raise Cancelled("prediction cancelled")
+            indices = np.arange(start, min(start + size, slices))
+            images = volume_batches(volume.voxels, m.input, indices).to(target)
+            if target.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            if m.task == "classification":
+                _classify(net, images, indices, prediction, class_offset, len(m.outputs), temperature, target,
+                          explain, rows, cols)
+            else:
+                _segment(net, images, indices, prediction, m, probability_maps, agreement, tta, target, rows, cols)
+            prediction.done_slices[indices] = True
+            done += len(indices)
+            if partial:
+                partial(prediction, m.id, indices)
+            if progress:
+                progress(done, total)
+        prediction.timings[f"{m.id}_s"] = time.perf_counter() - t0
+        if m.task == "classification":
+            class_offset += len(m.outputs)
+
+    next_id = 1
+    for model in segmenters:
+        for label in model.manifest.outputs:
+            if label.value == 0 or label.name.lower() in ANATOMY_LABELS:
+                continue
+            found = find_findings(prediction.mask, volume, label_value=label.value, label_name=label.name,
+                                  probability=probability_maps.get(label.value), agreement=agreement,
+                                  first_id=next_id)
+            # A region the mirrored pass does not confirm is not reported as a finding (it stays
+            # in the mask, where the clinician sees it).
+            found = [f for f in found if f.confidence is None or f.confidence >= MIN_CONFIDENCE]
+            for number, finding in enumerate(found):
+                finding.id = next_id + number
+            prediction.findings.extend(found)
+            next_id += len(found)
+    if prediction.slice_probabilities is not None and classes:
+        prediction.study_probability = float(prediction.slice_probabilities[:, 0].max())
+    elif prediction.findings:
+        prediction.study_probability = max(f.max_probability for f in prediction.findings)
+    else:
+        prediction.study_probability = 0.0 if segmenters else None
+    prediction.timings["total_s"] = time.perf_counter() - started
+    prediction.complete = True
+    return prediction
+
+
+def _autocast(target: torch.device):
+    if target.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _classify(net, images, indices, prediction, offset, count, temperature, target, explain, rows, cols) -> None:
+    with torch.inference_mode(), _autocast(target):
+        logits = net(images).float()
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    probabilities = torch.sigmoid(logits / temperature) if count == 1 else torch.softmax(logits / temperature, 1)
+    prediction.slice_probabilities[indices, offset:offset + count] = probabilities[:, :count].cpu().numpy()
+    if explain and prediction.heatmap is not None and offset == 0:
+        cam = grad_cam(net, images.clone(), class_index=0, output_size=(rows, cols), temperature=temperature)
+        prediction.heatmap[indices] = cam.cpu().numpy().astype(np.float16)
+
+
+def _segment(net, images, indices, prediction, manifest, probability_maps, agreement, tta, target, rows, cols) -> None:
+    values = torch.tensor([label.value for label in manifest.outputs], device=target)
+    with torch.inference_mode(), _autocast(target):
+        logits = net(images).float()
+        probabilities = torch.softmax(F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False), 1)
+        if tta:
+            mirrored = net(torch.flip(images, dims=[3])).float()
+            mirrored = torch.flip(torch.softmax(
+                F.interpolate(mirrored, size=(rows, cols), mode="bilinear", align_corners=False), 1), dims=[3])
+            agree = probabilities.argmax(1) == mirrored.argmax(1)
+            probabilities = (probabilities + mirrored) / 2
+    labels = values[probabilities.argmax(1)]
+    prediction.mask[indices] = labels.to(torch.uint8).cpu().numpy()
+    for channel, label in enumerate(manifest.outputs):
+        if label.value in probability_maps:
+            probability_maps[label.value][indices] = probabilities[:, channel].cpu().numpy().astype(np.float16)
+    if tta and agreement is not None:
+        agreement[indices] = agree.cpu().numpy()

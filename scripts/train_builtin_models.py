@@ -1,0 +1,17 @@
+"""Train, test and package MedViewer's built-in models from synthetic phantoms.
+
+    python scripts/train_builtin_models.py            # writes resources/models/chest-ct-nodule, .../chest-ct-lung-nodule-seg
+    python scripts/train_builtin_models.py --quick --out-dir /tmp/models   # a smoke test
+
+Reproducible (fixed seeds, CPU) and about a quarter of an hour on two CPU cores; see medviewer/ai/builtin.py.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medviewer.ai.builtin import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
