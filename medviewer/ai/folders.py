@@ -251,8 +251,9 @@ def _mask_mapping(masks: list[np.ndarray]) -> dict[int, int]:
     values = sorted(set().union(*(np.unique(m).tolist() for m in masks)))
     if values and values[0] < 0:
         raise DataError("masks", f"label values must be >= 0, got {values[0]}")
-    if set(values) <= {0, 255}:
-        return {0: 0, 255: 1}
+    if 255 in values and set(values) <= {0, 1, 255}:
+        # Binary masks, saved as 0/255 pictures or 0/1 arrays (or a mix of both): one label.
+        return {0: 0, 1: 1, 255: 1}
     if max(values, default=0) <= 31:
         return {v: v for v in range(max(values, default=0) + 1)}
     return {v: i for i, v in enumerate(values if 0 in values else [0, *values])}
