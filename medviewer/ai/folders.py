@@ -259,6 +259,10 @@ def _mask_mapping(masks: list[np.ndarray]) -> dict[int, int]:
     return {v: i for i, v in enumerate(values if 0 in values else [0, *values])}
 
 
+def _identity(mapping: dict[int, int]) -> dict[int, int]:
+    return {v: v for v in mapping}
+
+
 def segmentation_folder(root: str | Path, size: int) -> tuple[SliceDataset, InputSpec]:
     """Images and masks under ``root`` (either layout of the module docstring) at ``size`` x ``size``."""
     root = Path(root)
@@ -276,10 +280,14 @@ def segmentation_folder(root: str | Path, size: int) -> tuple[SliceDataset, Inpu
         spec.channels, spec.context = 1, "2d"
     masks = [_read_mask(m) for _, _, m, _, _ in pairs]
     mapping = _mask_mapping(masks)
-    classes = max(mapping.values()) + 1
-    if classes < 2:
+    names: dict = {}
+    for *_, study_names in pairs:  # label names from every study's truth.json
+        names.update({str(k): v for k, v in (study_names or {}).items()})
+    named = [int(k) for k in names if str(k).isdigit()]
+    # a label named in truth.json but absent from these masks is still an output of the model
+    classes = max(max(mapping.values()) + 1, max(named, default=0) + 1 if mapping == _identity(mapping) else 0)
+    if max(mapping.values()) < 1:
         raise DataError(str(root), "the masks hold only background (0)")
-    names = next((n for *_, n in pairs if n), None) or {}
     data = SliceDataset(class_names=[names.get(str(c), "background" if c == 0 else f"label {c}")
                                      for c in range(classes)])
     lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
