@@ -34,6 +34,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from medviewer.ai.phantom import HU_MAX, HU_MIN, LABELS, Phantom, PhantomConfig, generate_phantom
+from medviewer.core.volume import SliceInfo, Volume
 
 __all__ = [
     "DEMO_CONFIG",
@@ -316,3 +317,17 @@ def write_demo_study(out_dir: Path, *, transfer_syntax: str = ExplicitVRLittleEn
     """The bundled demo study (:data:`DEMO_CONFIG`, :data:`DEMO_SEED`) in ``out_dir/demo-chest-ct``."""
     return write_phantom_dicom(generate_phantom(DEMO_CONFIG, DEMO_SEED), Path(out_dir),
                                transfer_syntax=transfer_syntax)
+
+
+def phantom_volume(phantom: Phantom, *, series_uid: str = "2.25.1", modality: str = "CT") -> Volume:
+    """``phantom`` as an in-memory :class:`Volume` (axial, LPS, HU), as the loader would give it from the files
+    :func:`write_phantom_dicom` writes; for benchmarks and self-tests that need no files."""
+    dz, dy, dx = phantom.spacing_mm
+    x0, y0, z0 = phantom.origin_lps_mm
+    uid = series_uid.rstrip(".")
+    slices = [SliceInfo(f"{uid}.{k + 1}", f"IM{k + 1:04d}", 0, (x0, y0, z0 + k * dz), k + 1, 1.0, float(_INTERCEPT))
+              for k in range(phantom.shape[0])]
+    return Volume(voxels=phantom.hu, spacing_mm=(dz, dy, dx), origin_lps_mm=np.array([x0, y0, z0]),
+                  direction=np.eye(3)[[2, 1, 0]], slices=slices, modality=modality, units="HU",
+                  windows=[(-600.0, 1500.0)], series_uid=uid, description="Chest CT (synthetic phantom)",
+                  geometry_known=True, pixel_spacing_known=True)

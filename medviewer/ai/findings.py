@@ -89,12 +89,15 @@ def find_findings(
             p_max = p_mean = 1.0
         confidence = float(np.asarray(agreement[box])[region].mean()) if agreement is not None else None
         lps = tuple(float(v) for v in volume.index_to_lps(centroid)) if volume.geometry_known else None
+        extent = max(diameter, region.shape[0] * dz)
+        compactness = size * voxel_ml * 1000.0 / (np.pi / 6.0 * extent**3) if extent > 0 else None
         findings.append(Finding(
             id=0, label=label_name, label_value=label_value,
             slices=(int(box[0].start), int(box[0].stop - 1)),
             centroid_index=tuple(float(v) for v in centroid), centroid_lps_mm=lps,
             voxels=size, volume_ml=size * voxel_ml, diameter_mm=diameter,
             max_probability=p_max, mean_probability=p_mean, confidence=confidence,
+            compactness=None if compactness is None else min(1.0, float(compactness)),
         ))
     findings.sort(key=lambda f: (f.slices[0], -f.voxels))
     for offset_id, finding in enumerate(findings):

@@ -125,6 +125,21 @@ class NoduleCNN(_Calibrated):
             pooled = f.mean(dim=(2, 3))
         return self._calibrate(self.fc(self.dropout(pooled)))
 
+    def cam_weights(self, class_index: int = 0) -> torch.Tensor:
+        """Per-channel weights of ``features`` for class ``class_index``'s logit: its Grad-CAM weights.
+
+        The head is linear over a global pool of ``features`` (dropout is the identity in evaluation), so the
+        gradient of the logit sums to the dense weight over each feature map whether pooled by mean (spread over
+        the map) or max (all at the maximum); Grad-CAM's mean gradient is that sum over the map's area, a
+        constant the heatmap's normalisation removes. ``relu(sum_c w_c * features_c)`` is therefore the Grad-CAM
+        map, computed from the forward pass alone.
+        """
+        w = self.fc.weight[class_index].detach()
+        if self.head_pool == "avgmax":
+            half = w.numel() // 2
+            w = w[:half] + w[half:]
+        return w
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":

@@ -23,6 +23,12 @@ import numpy as np
 
 FORMAT_VERSION = 1
 REVIEW_STATES = ("pending", "accepted", "rejected")
+# Labels that are anatomy rather than findings: they get a mask but no findings table rows.
+ANATOMY_LABELS = {"background", "lung", "lungs", "body", "heart", "airway", "vessel", "vessels"}
+
+
+def is_finding_label(name: str) -> bool:
+    return name.lower() not in ANATOMY_LABELS
 
 
 @dataclass
@@ -32,7 +38,9 @@ class Finding:
     ``slices`` is the inclusive (first, last) slice range in the volume's order;
     ``centroid_index`` is (k, j, i) voxel indices; ``diameter_mm`` the longest in-plane
     (axial) diameter over the slices; ``confidence`` (0–1) the agreement of the test-time
-    augmented passes over the region (None where not measured).
+    augmented passes over the region (None where not measured); ``compactness`` the region's
+    volume over that of a sphere as wide as its largest extent (1 for a ball, near 0 for a
+    tube such as a vessel; None where not measured).
     """
 
     id: int
@@ -49,6 +57,7 @@ class Finding:
     confidence: float | None = None
     review: str = "pending"
     note: str = ""
+    compactness: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +67,7 @@ class Finding:
         for key in ("volume_ml", "diameter_mm", "max_probability", "mean_probability"):
             data[key] = round(float(data[key]), 5)
         data["confidence"] = None if self.confidence is None else round(float(self.confidence), 5)
+        data["compactness"] = None if self.compactness is None else round(float(self.compactness), 4)
         return data
 
     @classmethod
@@ -101,8 +111,21 @@ class Prediction:
                 raise ValueError(f"{name} has {array.shape[0]} slices, the series {n}")
 
     @property
+    def reports_findings(self) -> bool:
+        """Whether a segmenter with a finding label (not only anatomy) contributed."""
+        return any(is_finding_label(spec.get("name", "")) for value, spec in self.labels.items() if value != 0)
+
+    @property
     def verdict(self) -> str:
-        """'positive' / 'negative' for the study from the first classifier's threshold."""
+        """'positive' / 'negative' for the study.
+
+        Where a segmenter reports findings, the study is positive when at least one finding is reported: a
+        per-slice classifier's highest probability over a long series is too easily raised by one vessel cut
+        across to decide a study alone. Without one, the first classifier's threshold on the study probability
+        (the highest slice probability) decides.
+        """
+        if self.reports_findings and self.complete:
+            return "positive" if self.findings else "negative"
         if self.study_probability is None:
             return "unknown"
         threshold = next((m.get("threshold") for m in self.models if m.get("task") == "classification"), 0.5)

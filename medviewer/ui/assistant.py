@@ -290,7 +290,7 @@ class AssistantPanel(QWidget):
         self.threshold_line.setVisible(threshold is not None)
         if prediction.complete:
             p = prediction.study_probability
-            text = f"Study: {prediction.verdict}" + (f" (p = {p:.2f})" if p is not None else "")
+            text = f"Study: {prediction.verdict}" + (f" (highest slice p = {p:.2f})" if p is not None else "")
             accepted = sum(f.review == "accepted" for f in prediction.findings)
             rejected = sum(f.review == "rejected" for f in prediction.findings)
             text += f"; {len(prediction.findings)} finding(s)"

@@ -795,6 +795,7 @@ class MainWindow(QMainWindow):
     def update_findings(self) -> None:
         """Re-measure findings from the (edited) mask, keeping reviews of findings that remain."""
         from medviewer.ai.findings import find_findings
+        from medviewer.ai.prediction import is_finding_label
 
         prediction = self.assistant.prediction
         view = self.active
@@ -803,7 +804,7 @@ class MainWindow(QMainWindow):
         old = list(prediction.findings)
         new = []
         for value, spec in sorted(prediction.labels.items()):
-            if value == 0 or spec.get("name", "").lower() in ("lung", "lungs", "background"):
+            if value == 0 or not is_finding_label(spec.get("name", "")):
                 continue
             new.extend(find_findings(prediction.mask, view.volume, label_value=value, label_name=spec["name"],
                                      first_id=len(new) + 1))

@@ -1,0 +1,130 @@
+"""The inference engine with the built-in models: findings, the input gate, cancel, partial results, explanations."""
+
+import numpy as np
+import pytest
+import torch
+
+from medviewer.ai.demo_data import phantom_volume
+from medviewer.ai.explain import cam_from_features, feature_layer, grad_cam, linear_head_weights
+from medviewer.ai.infer import predict
+from medviewer.ai.networks import NoduleCNN
+from medviewer.ai.package import find_packages, load_package
+from medviewer.ai.phantom import PhantomConfig, generate_phantom
+from medviewer.core.errors import Cancelled
+
+
+@pytest.fixture(scope="module")
+def builtin_models():
+    loaded = [load_package(info.path, device=torch.device("cpu")) for info in find_packages()
+              if info.source == "builtin" and info.manifest is not None]
+    assert {m.manifest.id for m in loaded} == {"chest-ct-nodule", "chest-ct-lung-nodule-seg"}
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A phantom with one 15 mm nodule; the built-in models' size (256²), few slices."""
+    phantom = generate_phantom(PhantomConfig(slices=20, size=256, nodule_count=(1, 1),
+                                             nodule_diameter_mm=(15.0, 15.0)), 1)
+    return phantom, phantom_volume(phantom)
+
+
+@pytest.fixture(scope="module")
+def planted_prediction(builtin_models, planted):
+    return predict(planted[1], builtin_models, device="cpu")
+
+
+def test_built_in_models_find_the_planted_nodule(planted, planted_prediction):
+    phantom, volume = planted
+    prediction = planted_prediction
+    (nodule,) = phantom.nodules
+    near = [f for f in prediction.findings
+            if np.linalg.norm(np.subtract(f.centroid_lps_mm, nodule.center_lps_mm)) < 5.0]
+    assert len(near) == 1, [f.to_dict() for f in prediction.findings]
+    finding = near[0]
+    assert finding.label == "nodule" and abs(finding.diameter_mm - 15.0) < 3.0
+    assert finding.confidence is not None and finding.confidence > 0.5
+    # the region lies inside the true nodule; the model under-segments its first and last slices (small
+    # cross-sections), so the volume is low: about a third of the truth here
+    truth = phantom.labels == 2
+    region = prediction.mask == 2
+    assert (region & truth).sum() > 0.8 * region[finding.slices[0]:finding.slices[1] + 1].sum()
+    truth_ml = truth.sum() * np.prod(volume.spacing_mm) / 1000
+    assert 0.3 * truth_ml < finding.volume_ml < 1.2 * truth_ml
+    # the classifier calls the slices through the nodule positive and the study positive
+    k = nodule.center_index[0]
+    assert prediction.slice_probabilities[k, 0] > 0.5 and prediction.verdict == "positive"
+    # the lung is segmented too, and the heatmap is brightest near the nodule on its central slice
+    assert (prediction.mask[k] == 1).mean() > 0.1
+    heat = prediction.heatmap[k].astype(np.float32)
+    peak = np.unravel_index(np.argmax(heat), heat.shape)
+    assert np.hypot(peak[0] - nodule.center_index[1], peak[1] - nodule.center_index[2]) * volume.spacing_mm[1] < 20
+    assert prediction.mask.shape == volume.shape and prediction.heatmap.dtype == np.float16
+    assert prediction.complete and prediction.done_slices.all() and not prediction.warnings
+
+
+def test_clean_phantom_gives_no_finding(builtin_models):
+    phantom = generate_phantom(PhantomConfig(slices=16, size=256, nodule_count=(0, 0)), 5)
+    prediction = predict(phantom_volume(phantom), builtin_models, device="cpu")
+    assert prediction.findings == [] and prediction.verdict == "negative"
+    assert prediction.study_probability < 0.5
+
+
+def test_prediction_is_deterministic(builtin_models, planted, planted_prediction):
+    again = predict(planted[1], builtin_models, device="cpu")
+    assert np.array_equal(again.mask, planted_prediction.mask)
+    assert np.allclose(again.slice_probabilities, planted_prediction.slice_probabilities, atol=1e-6)
+    assert [f.to_dict() for f in again.findings] == [f.to_dict() for f in planted_prediction.findings]
+
+
+def test_gate_warns_on_an_mr_series(builtin_models):
+    phantom = generate_phantom(PhantomConfig(slices=4, size=64, nodule_count=(0, 0), vessel_generations=1), 0)
+    volume = phantom_volume(phantom, modality="MR")
+    volume.units = ""
+    volume.voxels = (phantom.hu.astype(np.int32) + 1024).astype(np.int16)  # MR-like: no air at -1000
+    prediction = predict(volume, builtin_models, device="cpu", explain=False)
+    text = " ".join(prediction.warnings)
+    assert "made for CT, this series is MR" in text
+    assert "expects values in HU" in text and "do not look like Hounsfield units" in text
+
+
+def test_cancel_stops_within_one_batch(builtin_models, planted):
+    calls = []
+
+    def partial(prediction, model_id, indices):
+        calls.append((model_id, list(indices)))
+
+    with pytest.raises(Cancelled):
+        predict(planted[1], builtin_models, device="cpu", batch_size=4, partial=partial,
+                cancel=lambda: len(calls) >= 1)
+    assert len(calls) == 1 and len(calls[0][1]) == 4
+
+
+def test_partial_results_arrive_per_batch(builtin_models, planted):
+    seen, progress = [], []
+
+    def partial(prediction, model_id, indices):
+        seen.append((model_id, int(prediction.done_slices.sum()), len(indices)))
+
+    predict(planted[1], builtin_models, device="cpu", batch_size=8, explain=False, partial=partial,
+            progress=lambda done, total: progress.append((done, total)))
+    slices = planted[1].shape[0]
+    assert [n for _, _, n in seen] == [8, 8, 4, 8, 8, 4]
+    assert progress[0] == (0, 2 * slices) and progress[-1] == (2 * slices, 2 * slices)
+    assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
+
+
+@pytest.mark.parametrize("head_pool", ["max", "avg", "avgmax"])
+def test_forward_cam_equals_grad_cam(head_pool):
+    torch.manual_seed(0)
+    model = NoduleCNN(in_channels=3, width=4, depth=3, head_pool=head_pool,
+                      calibration_temperature=0.8, calibration_bias=-1.0).eval()
+    images = torch.rand(3, 3, 48, 48)
+    reference = grad_cam(model, images.clone(), output_size=(48, 48))
+    store = {}
+    hook = feature_layer(model).register_forward_hook(lambda _m, _i, out: store.__setitem__("f", out))
+    with torch.inference_mode():
+        probability = torch.sigmoid(model(images)[:, 0])
+    hook.remove()
+    fast = cam_from_features(store["f"], linear_head_weights(model), probability, (48, 48))
+    assert torch.allclose(fast, reference, atol=1e-5)
