@@ -17,7 +17,7 @@ from pathlib import Path
 from medviewer import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("view", "info", "demo-data", "predict", "models", "train")
+COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "anonymize")
 
 
 class CommandError(Exception):
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medviewer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--selftest", action="store_true",
+                        help="check this installation (codecs, models, rendering) without writing anything")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     view = sub.add_parser("view", help="open the viewer (the default command)")
@@ -73,7 +75,29 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--series", metavar="UID", help="which series (default: the one with most slices)")
     predict.add_argument("--batch-size", type=int, help="slices per batch (default: chosen for the device)")
     predict.add_argument("--no-explain", action="store_true", help="skip the Grad-CAM heatmap")
+    predict.add_argument("--dicom", action="store_true", help="also write DICOM objects into the study: seg.dcm "
+                         "(Segmentation), sr.dcm (TID 1500 measurement report) and key-images/ (secondary captures)")
     predict.add_argument("--force", action="store_true", help="replace existing output files")
+
+    report = sub.add_parser("report", help="write the PDF report of a series, with the assistant's findings")
+    report.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
+    report.add_argument("--out", required=True, metavar="FILE", help="the PDF to write")
+    report.add_argument("--predictions", metavar="DIR", help="a folder written by 'medviewer predict' for this series")
+    report.add_argument("--series", metavar="UID", help="which series (default: the predictions' series, "
+                        "else the one with most slices)")
+    report.add_argument("--bookmark", type=int, action="append", default=[], metavar="N",
+                        help="also show slice N (1-based, as the viewer numbers them); repeatable")
+    report.add_argument("--anonymize", action="store_true", help="leave out the patient's name, ID, birth date "
+                        "and accession number")
+    report.add_argument("--force", action="store_true", help="replace an existing file")
+
+    anonymize = sub.add_parser("anonymize", help="write an anonymised copy of a series or study "
+                               "(DICOM PS3.15 basic profile); the originals are never changed")
+    anonymize.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, folders or ZIP archives")
+    anonymize.add_argument("--out", required=True, metavar="DIR", help="the new folder to create")
+    anonymize.add_argument("--patient-name", default="ANONYMOUS", help="the name written instead (default ANONYMOUS)")
+    anonymize.add_argument("--patient-id", help="the ID written instead (default: a pseudonym)")
+    anonymize.add_argument("--force", action="store_true", help="replace DIR if it exists")
 
     models = sub.add_parser("models", help="the installed model packages and their cards")
     models.add_argument("paths", nargs="*", metavar="PATH", help="more package folders to list")
@@ -90,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     # `medviewer PATHS...` and `medviewer --demo` mean `medviewer view ...`.
     options = [a for a in argv if a != "--debug"]
     first = options[0] if options else None
+    if first == "--selftest":
+        from medviewer.selftest import run_selftest
+
+        return run_selftest(debug="--debug" in argv)
     if first is None or (first not in COMMANDS and first not in ("-h", "--help", "--version")):
         argv = (["--debug"] if "--debug" in argv else []) + ["view"] + options
     parser = _parser()
@@ -121,6 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         return cmd_predict(args)
     if args.command == "models":
         return cmd_models(args)
+    if args.command == "report":
+        return cmd_report(args)
+    if args.command == "anonymize":
+        return cmd_anonymize(args)
     if args.command == "train":
         from medviewer.ai.train import run_train_command
 
@@ -182,6 +214,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.path}: no series {args.series}") from None
     else:
         series = max(result.series, key=lambda s: len(s.frames))
+    if not args.force:  # refuse before the long run, not after it
+        from medviewer.export.safe import ExistsError, check_targets
+
+        names = ["predictions.json", "mask.npy", "heatmap.npy"] + (["seg.dcm", "sr.dcm", "key-images"]
+                                                                   if args.dicom else [])
+        try:
+            check_targets([out / name for name in names], force=False)
+        except ExistsError as exc:
+            raise CommandError(str(exc)) from None
     volume = load(series)
     try:
         prediction = predict(volume, models, device=args.device, batch_size=args.batch_size,
@@ -196,11 +237,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    if args.dicom:
+        written += _write_dicom_exports(volume, prediction, out, force=args.force)
     probability = prediction.study_probability
     print(f"{series.description or series.uid}: {len(volume.slices)} slices on {prediction.device}, "
           f"{prediction.timings.get('total_s', 0):.1f} s")
     if probability is not None:
-        print(f"study: {prediction.verdict} (probability {probability:.3f})")
+        print(f"study: {prediction.verdict}, {len(prediction.findings)} finding(s) "
+              f"(highest slice probability {probability:.3f})")
     for finding in prediction.findings:
         where = (f" at ({', '.join(f'{v:.1f}' for v in finding.centroid_lps_mm)}) mm"
                  if finding.centroid_lps_mm else "")
@@ -210,6 +254,95 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"{confidence}{where}")
     for path in written:
         print(path)
+    return EXIT_OK
+
+
+def _write_dicom_exports(volume, prediction, out: Path, *, force: bool) -> list[Path]:
+    from medviewer.export.dicom_objects import write_dicom_objects
+    from medviewer.export.safe import ExportError
+    from medviewer.export.secondary_capture import write_secondary_captures
+
+    try:
+        written = write_dicom_objects(volume, prediction, out, force=force)
+        written += write_secondary_captures(volume, prediction, out / "key-images", force=force)
+    except ExportError as exc:
+        raise CommandError(str(exc)) from None
+    return written
+
+
+def _pick_series(path: str, uid: str | None):
+    from medviewer.core.scan import scan
+
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file or folder")
+    result = scan([path])
+    for refused in result.refused:
+        _print_error(f"{refused.path}: {refused.reason}")
+    if not result.series:
+        raise CommandError(f"{path}: no image series found")
+    if uid:
+        try:
+            return result.find(uid)
+        except KeyError:
+            raise CommandError(f"{path}: no series {uid}") from None
+    return max(result.series, key=lambda s: len(s.frames))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from medviewer.ai.prediction import read_prediction
+    from medviewer.core.load import load
+    from medviewer.export.report import write_report
+    from medviewer.export.safe import ExistsError, ExportError, check_targets
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".pdf":
+        raise CommandError(f"{out}: the report is a PDF; name the file .pdf")
+    try:
+        check_targets([out], args.force)
+    except ExistsError as exc:
+        raise CommandError(str(exc)) from None
+    prediction = None
+    if args.predictions:
+        try:
+            prediction = read_prediction(args.predictions)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise CommandError(str(exc).strip("'\"")) from None
+    series = _pick_series(args.path, args.series or (prediction.series_uid if prediction else None))
+    volume = load(series)
+    if prediction is not None and prediction.sop_instance_uids != volume.sop_instance_uids:
+        raise CommandError(f"{args.predictions}: these predictions are for other slices than {args.path} "
+                           f"({len(prediction.sop_instance_uids)} against {len(volume.slices)}); run predict again")
+    bookmarks = []
+    for number in args.bookmark:
+        if not 1 <= number <= volume.shape[0]:
+            raise CommandError(f"--bookmark {number}: the series has slices 1 to {volume.shape[0]}")
+        bookmarks.append(number - 1)
+    try:
+        written = write_report(out, volume, prediction, bookmarks=bookmarks, anonymize=args.anonymize,
+                               force=args.force)
+    except (ExportError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    print(written)
+    return EXIT_OK
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from medviewer.export.anonymize import anonymize
+    from medviewer.export.safe import ExportError
+
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise CommandError(f"{path}: no such file or folder")
+    try:
+        result = anonymize(args.paths, args.out, patient_name=args.patient_name, patient_id=args.patient_id,
+                           force=args.force)
+    except ExportError as exc:
+        raise CommandError(str(exc)) from None
+    for refused in result.refused:
+        _print_error(f"not anonymised: {refused}")
+    for warning in result.warnings:
+        print(f"medviewer: warning: {warning}", file=sys.stderr)
+    print(f"{result.folder}: {len(result.files)} file(s)")
     return EXIT_OK
 
 
@@ -296,11 +429,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def demo_study_path() -> Path:
     """The demo study, written once into the user's cache folder."""
-    from platformdirs import user_cache_dir
-
     from medviewer.ai.demo_data import DEMO_CONFIG, DEMO_SEED, write_demo_data
+    from medviewer.resources import demo_cache_dir
 
-    root = Path(user_cache_dir("medviewer")) / f"demo-{__version__}"
+    root = demo_cache_dir(__version__)
     marker = root / "complete"
     if not marker.exists():
         root.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ result.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -226,6 +227,7 @@ def predict(
     else:
         prediction.study_probability = 0.0 if segmenters else None
     prediction.timings["total_s"] = time.perf_counter() - started
+    prediction.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     prediction.complete = True
     return prediction
 

@@ -100,6 +100,7 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     done_slices: np.ndarray | None = None  # (slices,) bool: which slices have results
     complete: bool = False
+    created: str = ""  # when the models ran: ISO 8601 with the UTC offset
 
     def __post_init__(self) -> None:
         n = len(self.sop_instance_uids)
@@ -160,6 +161,7 @@ class Prediction:
             "slices": slices,
             "findings": [f.to_dict() for f in self.findings],
             "complete": self.complete,
+            "created": self.created,
         }
 
 
@@ -237,4 +239,5 @@ def read_prediction(folder: str | os.PathLike) -> Prediction:
         timings=data.get("timings_s", {}),
         warnings=data.get("warnings", []),
         complete=data.get("complete", True),
+        created=data.get("created", ""),
     )

@@ -94,8 +94,15 @@ def label_color(prediction: Prediction | None, value: int) -> tuple[int, int, in
     """The manifest's colour of label ``value`` (a fixed palette where the manifest has none)."""
     spec = prediction.labels.get(int(value), {}) if prediction is not None else {}
     color = spec.get("color")
-    if color is not None and len(color) >= 3:
-        return tuple(int(np.clip(c, 0, 255)) for c in color[:3])
+    try:
+        if isinstance(color, str):  # manifests write "#rrggbb"
+            text = color.strip().lstrip("#")
+            if len(text) == 6:
+                return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
+        elif color is not None and len(color) >= 3:
+            return tuple(int(np.clip(float(c), 0, 255)) for c in color[:3])
+    except (TypeError, ValueError):
+        pass
     return DEFAULT_LABEL_COLORS[(int(value) - 1) % len(DEFAULT_LABEL_COLORS)]
 
 

@@ -360,11 +360,13 @@ def _assistant_block(styles: _Styles, prediction: Prediction) -> list:
     colour = {"positive": "#a00000", "negative": "#1d6b2f"}.get(verdict, "#444444")
     story.append(styles.markup(
         f'Verdict: <font color="{colour}">{styles.t(verdict)}</font> &nbsp; '
-        f"(study probability {styles.t(_percent(prediction.study_probability))})", styles.verdict))
+        f"(highest slice probability {styles.t(_percent(prediction.study_probability))})", styles.verdict))
     threshold = next((m.get("threshold") for m in prediction.models if m.get("task") == "classification"), None)
     details = [f"{len(prediction.findings)} finding(s)"]
+    if prediction.reports_findings:
+        details.append("the verdict is positive when the segmentation reports a finding")
     if threshold is not None:
-        details.append(f"classification threshold {float(threshold):.2f}")
+        details.append(f"slice classification threshold {float(threshold):.2f}")
     if not prediction.complete:
         details.append("partial result: not every slice was analysed")
     story.append(styles.p("; ".join(details) + ".", styles.body))
@@ -497,6 +499,11 @@ def _when(value: Any) -> str:
         return "not recorded"
     if isinstance(value, (int, float)):
         value = _dt.datetime.fromtimestamp(float(value)).astimezone()
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value).astimezone()
+        except ValueError:
+            return value
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.astimezone()
@@ -512,7 +519,8 @@ def _provenance_block(styles: _Styles, prediction: Prediction | None, created: _
         predicted = predicted_at if predicted_at is not None else getattr(prediction, "created", None)
         general.append(("Prediction made", _when(predicted)))
         general.append(("Device", prediction.device or MISSING))
-        total = sum(float(v) for v in prediction.timings.values()) if prediction.timings else None
+        timings = prediction.timings or {}
+        total = timings.get("total_s", sum(float(v) for v in timings.values()) if timings else None)
         if total:
             general.append(("Inference time", f"{total:.2f} s"))
     usable = _PAGE[0] - 2 * _MARGIN

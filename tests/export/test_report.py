@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 import shutil
 import subprocess
 import warnings
@@ -348,3 +349,11 @@ def test_secondary_captures_tolerate_an_odd_patient_sex(study, prediction, tmp_p
     ds = pydicom.dcmread(paths[0])
     assert ds.PatientSex == "" and ds.PatientID == PATIENT_ID
     assert odd.PatientSex == "Male" and header.PatientSex in ("M", "F")  # the source headers are untouched
+
+
+def test_label_colours_in_the_manifests_hex_form():
+    from medviewer.export.images import label_color
+
+    prediction = SimpleNamespace(labels={2: {"name": "nodule", "color": "#ff3030"}, 3: {"color": "bad"}})
+    assert label_color(prediction, 2) == (255, 48, 48)
+    assert len(label_color(prediction, 3)) == 3

@@ -1,0 +1,91 @@
+"""The export commands as a user runs them: predict --dicom, report, anonymize."""
+
+import subprocess
+
+import pydicom
+import pytest
+
+from medviewer.ai.demo_data import write_phantom_dicom
+from medviewer.ai.phantom import PhantomConfig, generate_phantom
+from medviewer.cli import main
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-export")
+    phantom = generate_phantom(PhantomConfig(slices=10, size=128, slice_thickness_mm=5.0, nodule_count=(1, 1),
+                                             nodule_diameter_mm=(25.0, 25.0), vessel_generations=2), 3)
+    folder = write_phantom_dicom(phantom, root, study_name="study", patient_name="DOE^JANE", patient_id="PID4711")
+    for extra in ("labels.npy", "truth.json"):  # ground truth beside the DICOM files is not part of a series
+        (folder / extra).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def predicted(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predicted") / "out"
+    assert main(["predict", str(study), "--out", str(out), "--dicom", "--no-explain"]) == 0
+    return out
+
+
+def _text(pdf):
+    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_predict_writes_dicom_objects_beside_the_predictions(study, predicted, capsys):
+    names = sorted(p.relative_to(predicted).as_posix() for p in predicted.rglob("*") if p.is_file())
+    assert {"predictions.json", "mask.npy", "seg.dcm", "sr.dcm"} <= set(names)  # no heatmap: --no-explain
+    assert any(name.startswith("key-images/") for name in names)
+    source = pydicom.dcmread(next(study.rglob("IM*.dcm")), stop_before_pixels=True)
+    seg = pydicom.dcmread(predicted / "seg.dcm")
+    sr = pydicom.dcmread(predicted / "sr.dcm")
+    assert seg.Modality == "SEG" and sr.Modality == "SR"
+    assert seg.StudyInstanceUID == sr.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.SeriesInstanceUID != source.SeriesInstanceUID
+    for key_image in (predicted / "key-images").glob("*.dcm"):
+        assert pydicom.dcmread(key_image).StudyInstanceUID == source.StudyInstanceUID
+    # a second run refuses before running the models and changes nothing
+    before = (predicted / "sr.dcm").read_bytes()
+    capsys.readouterr()
+    assert main(["predict", str(study), "--out", str(predicted), "--dicom"]) == 1
+    assert "already exists (use --force to replace it)" in capsys.readouterr().err
+    assert (predicted / "sr.dcm").read_bytes() == before
+
+
+def test_report_with_predictions_and_anonymised(study, predicted, tmp_path, capsys):
+    pdf = tmp_path / "report.pdf"
+    assert main(["report", str(study), "--predictions", str(predicted), "--out", str(pdf), "--bookmark", "2"]) == 0
+    text = _text(pdf)
+    assert "PID4711" in text and "not for clinical use" in text and "Findings" in text
+    assert main(["report", str(study), "--predictions", str(predicted), "--out", str(pdf)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    anonymous = tmp_path / "anonymous.pdf"
+    assert main(["report", str(study), "--predictions", str(predicted), "--out", str(anonymous), "--anonymize"]) == 0
+    text = _text(anonymous)
+    assert "PID4711" not in text and "DOE" not in text and "anonymised" in text
+
+
+def test_report_refuses_bad_requests(study, predicted, tmp_path, readonly_dir, capsys):
+    assert main(["report", str(study), "--out", str(tmp_path / "r.txt")]) == 1
+    assert "name the file .pdf" in capsys.readouterr().err
+    assert main(["report", str(study), "--out", str(tmp_path / "r.pdf"), "--bookmark", "99"]) == 1
+    assert "--bookmark 99: the series has slices 1 to 10" in capsys.readouterr().err
+    assert main(["report", str(study), "--predictions", str(tmp_path), "--out", str(tmp_path / "r.pdf")]) == 1
+    assert "no predictions.json" in capsys.readouterr().err
+    assert main(["report", str(study), "--out", str(readonly_dir / "r.pdf")]) == 1
+    assert "readonly" in capsys.readouterr().err
+    assert list(readonly_dir.iterdir()) == [] and not (tmp_path / "r.pdf").exists()
+
+
+def test_anonymize_command(study, tmp_path, capsys):
+    out = tmp_path / "anon"
+    assert main(["anonymize", str(study), "--out", str(out), "--patient-id", "CASE7"]) == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(files) == 10
+    ds = pydicom.dcmread(files[0])
+    assert ds.PatientID == "CASE7" and ds.PatientName == "ANONYMOUS" and ds.PatientIdentityRemoved == "YES"
+    assert b"PID4711" not in files[0].read_bytes() and b"DOE" not in files[0].read_bytes()
+    assert main(["anonymize", str(study), "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["anonymize", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
