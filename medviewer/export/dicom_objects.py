@@ -89,6 +89,30 @@ def is_verified(prediction: Prediction) -> bool:
 # ---------------------------------------------------------------------------------------------- checks
 
 
+# Type 2 attributes of the patient and study modules that the new objects copy from their source: a source
+# that left one out (as many do) gets it empty, which is what Type 2 allows.
+_COPIED_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def source_for_export(header: Dataset) -> Dataset:
+    """A copy of ``header`` (sharing its element values) that highdicom accepts as the source of a new object in
+    its study: missing Type 2 patient and study attributes added empty, a Patient's Sex other than M, F or O
+    emptied. The header itself is not changed."""
+    source = Dataset()  # a new dataset: Dataset(header) and copy.copy would share the header's elements dict
+    for element in header:
+        source.add(element)
+    if hasattr(header, "file_meta"):
+        source.file_meta = header.file_meta
+    for keyword in _COPIED_TYPE2:
+        if keyword not in source:
+            setattr(source, keyword, None)
+    if str(source.get("PatientSex", "") or "").upper() not in ("", "M", "F", "O"):
+        del source.PatientSex  # a new element: the shared one belongs to the header
+        source.PatientSex = None
+    return source
+
+
 def _check(volume: Volume, prediction: Prediction, where: str) -> list[Dataset]:
     """The source headers in volume order, after checking that volume and prediction belong together."""
     if not volume.sources or volume.header(0) is None:
@@ -116,7 +140,7 @@ def _check(volume: Volume, prediction: Prediction, where: str) -> list[Dataset]:
         expected = np.array([s.position_lps_mm for s in volume.slices], dtype=float)
         if not np.allclose(stated, expected, atol=POSITION_TOLERANCE_MM):
             raise ExportError(where, "a source header's Image Position (Patient) differs from its slice's")
-    return headers
+    return [source_for_export(h) for h in headers]
 
 
 def _segment_labels(prediction: Prediction) -> list[int]:

@@ -28,6 +28,7 @@ from medviewer.core.annotations import Annotation
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.images import key_slices, render_slice
+from medviewer.export.dicom_objects import source_for_export
 from medviewer.export.safe import ExportError, check_targets, write_files
 
 SERIES_DESCRIPTION = "MedViewer key images"
@@ -83,15 +84,8 @@ def _derivation(window: Window | tuple[float, float] | None, prediction: Predict
 
 
 def _reference(header: Dataset) -> Dataset:
-    """The source header for highdicom to copy patient and study from, without a Patient's Sex it would
-    refuse (anything but M, F or O)."""
-    if str(header.get("PatientSex", "") or "").upper() in ("", "M", "F", "O"):
-        return header
-    reference = Dataset()  # a new dataset: Dataset(header) and copy.copy would share the header's elements dict
-    for element in header:
-        if element.keyword != "PatientSex":
-            reference.add(element)
-    return reference
+    """The source header for highdicom to copy patient and study from (see :func:`source_for_export`)."""
+    return source_for_export(header)
 
 
 def _sc_image(header: Dataset, rgb: np.ndarray, series_uid: str, number: int, orientation: tuple[str, str],

@@ -32,6 +32,7 @@ from medviewer.core.series import ScanResult, Series
 from medviewer.core.thumbnail import thumbnail
 from medviewer.core.volume import Volume
 from medviewer.ui.assistant import AssistantPanel
+from medviewer.ui.export_menu import add_export_menu
 from medviewer.ui.grid import ViewerGrid
 from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
 from medviewer.ui.viewport import TOOLS, SliceView
@@ -140,8 +141,6 @@ class MainWindow(QMainWindow):
         a = self._action
         self.act_open = a("&Open Files…", self.open_files_dialog, QKeySequence.StandardKey.Open)
         self.act_open_folder = a("Open &Folder…", self.open_folder_dialog, "Ctrl+Shift+O")
-        self.act_export = a("&Export…", None, "Ctrl+E", tip="Reports and DICOM export arrive with the report feature")
-        self.act_export.setEnabled(False)
         self.act_quit = a("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_fit = a("&Fit to Window", lambda: self.active.fit(), "F")
         self.act_one = a("Actual Size (&1:1)", lambda: self.active.actual_size(), "Ctrl+1")
@@ -190,9 +189,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_open_folder)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         file_menu.addSeparator()
-        file_menu.addAction(self.act_export)
-        file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
+        self.export = add_export_menu(self, file_menu, before=self.act_quit)
+        file_menu.insertSeparator(self.act_quit)
         view = bar.addMenu("&View")
         for action in self.layout_actions.values():
             view.addAction(action)
@@ -371,6 +370,7 @@ class MainWindow(QMainWindow):
                          on_cancelled=lambda k=key: self._load_cancelled(k))
 
     def _show(self, view: SliceView, key: str, volume: Volume, loaded: set[int] | None = None) -> None:
+        view.bookmarks = self.export.bookmarks.setdefault(key, set())
         view.set_volume(volume, key, loaded=loaded)
         self.grid.set_active(view)
         self.series_tree.select_series(key)

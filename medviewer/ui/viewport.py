@@ -220,6 +220,7 @@ class SliceView(pg.GraphicsView):
         self._image_shape = (0, 0)
         self._loaded: set[int] | None = None
         self.annotations: list[Annotation] = []
+        self.bookmarks: set[int] = set()  # bookmarked acquired slices, shared by the views of a series
         self._items: dict[int, _AnnotationItem] = {}
         self._selected: Annotation | None = None
         self._drawing: Annotation | None = None
@@ -596,6 +597,8 @@ class SliceView(pg.GraphicsView):
             lines.append(", ".join(p for p in parts if p))
         if self.slab > 1:
             lines.append(f"slab {self.slab} ({self.slab_mode.upper()})")
+        if self.axis == 0 and self.index in self.bookmarks:
+            lines.append("\u2605 bookmarked")
         self._labels["top_right"].setText("\n".join(lines))
         loading = ""
         if self._loaded is not None and len(self._loaded) < volume.shape[0]:
