@@ -41,6 +41,9 @@ from medviewer.core.volume import Volume
 # vessels had compactness under 0.25.
 MIN_CONFIDENCE = 0.5
 MIN_COMPACTNESS = 0.25
+# A region less compact than that is first opened with a ball of this radius, which cuts a nodule from the
+# vessel it touches (and removes a thin vessel alone); the pieces are measured instead.
+SPLIT_RADIUS_MM = 3.0
 
 
 def check_input(volume: Volume, manifest: Manifest) -> list[str]:
@@ -213,7 +216,7 @@ def predict(
                 continue
             found = find_findings(prediction.mask, volume, label_value=label.value, label_name=label.name,
                                   probability=probability_maps.get(label.value), agreement=agreement,
-                                  first_id=next_id)
+                                  first_id=next_id, split_below=MIN_COMPACTNESS, split_radius_mm=SPLIT_RADIUS_MM)
             found = [f for f in found if (f.confidence is None or f.confidence >= MIN_CONFIDENCE)
                      and (f.compactness is None or f.compactness >= MIN_COMPACTNESS)]
             for number, finding in enumerate(found):
