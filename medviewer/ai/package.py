@@ -77,13 +77,11 @@ class PackageInfo:
 
 
 def builtin_models_dir() -> Path:
-    """``<checkout or install root>/resources/models``; ``medviewer/resources/models`` if only that exists."""
-    import medviewer
+    """``<resources>/models``: the resources folder of a checkout, an installed package or a bundle,
+    found by :func:`medviewer.resources.resources_dir`."""
+    from medviewer.resources import models_dir
 
-    package_dir = Path(medviewer.__file__).resolve().parent
-    beside = package_dir.parent / "resources" / "models"
-    inside = package_dir / "resources" / "models"
-    return inside if not beside.is_dir() and inside.is_dir() else beside
+    return models_dir()
 
 
 def user_models_dir() -> Path:

@@ -6,10 +6,11 @@ import os
 import sys
 
 from PySide6.QtCore import QCoreApplication, QSettings, Qt
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from medviewer import __version__
+from medviewer.resources import ICON_SIZES, icon_path
 
 
 def dark_palette() -> QPalette:
@@ -46,6 +47,14 @@ def make_app(argv: list[str] | None = None) -> QApplication:
         app = QApplication(argv if argv is not None else [sys.argv[0]])
         app.setStyle("Fusion")
         app.setPalette(dark_palette())
+        app.setDesktopFileName("medviewer")  # resources/medviewer.desktop: the task bar finds its icon
+        icon = QIcon()
+        for size in ICON_SIZES:
+            path = icon_path(size)
+            if path is not None:
+                icon.addFile(str(path))
+        if not icon.isNull():
+            app.setWindowIcon(icon)
     return app
 
 
