@@ -48,9 +48,12 @@ def process_pool() -> ProcessPoolExecutor | None:
 
 
 def _main_importable() -> bool:
-    """Pool processes re-import the main script; code fed on standard input cannot be."""
+    """Pool processes re-import the main script; code fed on standard input cannot be. A frozen bundle's
+    workers are the executable itself, started through ``multiprocessing.freeze_support()``."""
     import sys
 
+    if getattr(sys, "frozen", False):
+        return True
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     return path is None or os.path.exists(path)
 
