@@ -652,21 +652,30 @@ class MainWindow(QMainWindow):
         if key in self.predictions:
             self._attach_prediction(volume, self.predictions[key])
             return
+        from medviewer.ai.device import usable_cores
         from medviewer.ai.infer import predict
 
+        # On the CPU torch leaves one core to the GUI thread: with every core busy in the model, the event
+        # loop waited over 100 ms for a CPU, and the run itself was no faster.
+        threads = max(1, usable_cores() - 1)
+
         def job(context: JobContext):
-            return key, predict(volume, paths, device=device, batch_size=None if device == "cuda" else 8,
+            return key, predict(volume, paths, device=device, threads=threads,
                                 progress=context.progress, cancel=context.cancel,
                                 partial=lambda prediction, model_id, indices: context.partial(
                                     (key, prediction, model_id, indices)))
 
+        def current(callback):
+            # Signals of a run the user cancelled (its last batch still finishing) are ignored.
+            return lambda *args: self._assistant_worker is worker and callback(*args)
+
         self.assistant.set_running(True)
         self.assistant.show_prediction(None)
         self.statusBar().showMessage("Running the assistant…")
-        self._assistant_worker = self.tasks.start(
-            job, "assistant", on_partial=self._assistant_partial, on_progress=self.assistant.set_progress,
-            on_finished=self._assistant_finished, on_failed=self._assistant_failed,
-            on_cancelled=self._assistant_cancelled)
+        worker = self._assistant_worker = self.tasks.start(
+            job, "assistant", on_partial=current(self._assistant_partial),
+            on_progress=current(self.assistant.set_progress), on_finished=current(self._assistant_finished),
+            on_failed=current(self._assistant_failed), on_cancelled=current(self._assistant_cancelled))
 
     def _assistant_partial(self, message) -> None:
         key, prediction, _model_id, indices = message
@@ -723,8 +732,10 @@ class MainWindow(QMainWindow):
         self._running_prediction.clear()
 
     def cancel_assistant(self) -> None:
+        """Stop the run now: the worker stops after the batch it is in, and its late signals are ignored."""
         if self._assistant_worker is not None:
             self._assistant_worker.cancel()
+            self._assistant_cancelled()
 
     def _attach_prediction(self, volume, prediction, panel: bool = True) -> None:
         if panel:
