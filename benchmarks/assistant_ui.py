@@ -27,7 +27,7 @@ study into a temporary folder, opens it in the real main window (``MainWindow.op
 
 For each of the longest gaps the GUI thread's own time on a CPU and its time waiting for one (Linux
 schedstat) are given: the rest of the gap it was blocked (the GIL held by the worker, or a lock).
-``--threads N`` runs the engine with N torch threads instead of its default (all usable cores), to see
+``--threads N`` runs the engine with N torch threads instead of the viewer's choice (all usable cores but one), to see
 what leaving a core to the GUI thread does.
 
 Goals (issue 5): the event loop stalls ≤ 50 ms while the assistant runs; Cancel stops within 1 s.
@@ -506,7 +506,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="the panel's device choice (default auto, as the panel starts)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the runs (default: the engine's own choice, the usable cores)")
+                        help="torch CPU threads for the runs (default: the viewer's choice, all usable cores but one)")
     parser.add_argument("--heatmap", action="store_true", help="show the Grad-CAM heatmap while scrolling")
     parser.add_argument("--window", default="1280x800", help="main window size WxH")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SLICES} slices, 3 cancels (a smoke test)")
