@@ -50,7 +50,8 @@ def find_font(paths: Sequence[str] = FONT_PATHS) -> Path | None:
 
 
 def heat_lut(opacity: float = HEATMAP_OPACITY) -> np.ndarray:
-    """A 256-entry RGBA table, as the viewer's: transparent blue at 0 through yellow to opaque red at 255."""
+    """A 256-entry RGBA table, the viewer's and the report's: transparent blue at 0 through yellow to opaque red
+    at 255."""
     x = np.linspace(0, 1, 256)
     r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
     g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)

@@ -27,8 +27,8 @@ from medviewer.ai.prediction import Prediction
 from medviewer.core.annotations import Annotation
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
-from medviewer.export.images import key_slices, render_slice
 from medviewer.export.dicom_objects import source_for_export
+from medviewer.export.images import key_slices, render_slice
 from medviewer.export.safe import ExportError, check_targets, write_files
 
 SERIES_DESCRIPTION = "MedViewer key images"

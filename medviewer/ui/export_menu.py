@@ -15,12 +15,6 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QAction, QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox
 
-from medviewer.core.errors import MedViewerError
-
-
-class NothingToExport(MedViewerError):
-    pass
-
 
 def _safe_name(text: str, fallback: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text or "").strip("-.")
@@ -68,9 +62,11 @@ class ExportMenu(QObject):
 
     # --- what is shown ------------------------------------------------------------------------------
     def _view(self):
+        """The active view with its series, or None after telling the user there is none."""
         view = self.window.active
         if view.volume is None:
-            raise NothingToExport("export", "open a series first")
+            self.window._report("Open a series first: export works on the active viewport's series.")
+            return None
         return view
 
     def _prediction(self, view):
@@ -84,10 +80,8 @@ class ExportMenu(QObject):
         return sorted(self.bookmarks.get(view.series_key, ()))
 
     def toggle_bookmark(self) -> None:
-        try:
-            view = self._view()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
         if view.axis != 0:
             self.window.statusBar().showMessage("Bookmarks mark acquired slices: switch to the acquired plane", 5000)
@@ -118,21 +112,17 @@ class ExportMenu(QObject):
                            on_failed=lambda message: window._report(f"Export failed: {message}"),
                            on_cancelled=lambda: window.statusBar().showMessage("Export cancelled", 5000))
 
-    def _grab(self) -> QImage:
-        return self._view().grab().toImage()
 
     def save_png(self, path: str | None = None) -> None:
-        try:
-            view = self._view()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
         if path is None:
             suggested = f"{_safe_name(view.volume.description, 'view')}-{view.index + 1}.png"
             path, _ = QFileDialog.getSaveFileName(self.window, "Save View as PNG", suggested, "PNG image (*.png)")
             if not path:
                 return
-        image = self._grab()  # painting happens here, on the GUI thread; encoding and writing do not
+        image = view.grab().toImage()  # painting happens here, on the GUI thread; encoding and writing do not
 
         def job(context):
             from medviewer.export.safe import write_bytes
@@ -142,19 +132,15 @@ class ExportMenu(QObject):
         self._start(job, "the view")
 
     def copy_view(self) -> None:
-        try:
-            image = self._grab()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
-        QGuiApplication.clipboard().setImage(image)
+        QGuiApplication.clipboard().setImage(view.grab().toImage())
         self.window.statusBar().showMessage("View copied to the clipboard", 5000)
 
     def save_report(self, anonymize: bool = False, path: str | None = None) -> None:
-        try:
-            view = self._view()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
         if path is None:
             suggested = f"{_safe_name(view.volume.description, 'report')}{'-anonymised' if anonymize else ''}.pdf"
@@ -188,10 +174,8 @@ class ExportMenu(QObject):
         return answer == QMessageBox.StandardButton.Yes
 
     def save_dicom(self, folder: str | None = None, force: bool | None = None) -> None:
-        try:
-            view = self._view()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
         prediction = self._prediction(view)
         if prediction is None:
@@ -221,10 +205,8 @@ class ExportMenu(QObject):
         self._start(job, "the DICOM objects")
 
     def save_anonymized(self, target: str | None = None, force: bool | None = None) -> None:
-        try:
-            view = self._view()
-        except NothingToExport as exc:
-            self.window._report(str(exc))
+        view = self._view()
+        if view is None:
             return
         volume = view.volume
         # one entry per file (a multi-frame file backs several slices)

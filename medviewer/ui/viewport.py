@@ -22,6 +22,7 @@ from medviewer.core import measure, mpr, orientation, scalebar, windowing
 from medviewer.core.annotations import Annotation, measurement_text
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
+from medviewer.export.images import heat_lut  # the report draws heatmaps with the same colours
 
 TOOLS = ("pan", "zoom", "window", "distance", "angle", "rectangle", "ellipse", "text", "crosshair", "brush",
          "eraser")
@@ -879,16 +880,6 @@ class SliceView(pg.GraphicsView):
             super().keyPressEvent(event)
             return
         event.accept()
-
-
-def heat_lut(opacity: float) -> np.ndarray:
-    """A 256-entry RGBA table: transparent blue at 0 through yellow to opaque red at 255."""
-    x = np.linspace(0, 1, 256)
-    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
-    a = np.clip(x * 1.6, 0, 1) * opacity
-    return (np.stack([r, g, b, a], axis=1) * 255).astype(np.uint8)
 
 
 def nonzero_box(image: np.ndarray) -> tuple[int, int, int, int] | None:

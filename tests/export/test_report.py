@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 import shutil
 import subprocess
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom

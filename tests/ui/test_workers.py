@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from medviewer.core.errors import LoadError
 from medviewer.ui.workers import TaskManager
 
 
-def test_callbacks_run_on_the_gui_thread_even_as_lambdas(qtbot):
-    manager = TaskManager()
+@pytest.fixture
+def manager(qtbot):
+    """A task manager whose threads have all stopped before it goes (a QThread destroyed while its thread still
+    runs aborts the interpreter)."""
+    tasks = TaskManager()
+    yield tasks
+    tasks.shutdown()
+    qtbot.waitUntil(lambda: not tasks.running, timeout=5000)
+
+
+def test_callbacks_run_on_the_gui_thread_even_as_lambdas(qtbot, manager):
     seen = {}
 
     def job(context):
@@ -30,8 +41,7 @@ def test_callbacks_run_on_the_gui_thread_even_as_lambdas(qtbot):
     assert seen["finished"] == ("done", main)
 
 
-def test_errors_and_cancel_come_back_as_signals(qtbot):
-    manager = TaskManager()
+def test_errors_and_cancel_come_back_as_signals(qtbot, manager):
     outcome = {}
 
     def failing(context):
