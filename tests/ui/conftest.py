@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -78,6 +79,12 @@ def window(qtbot, tmp_path):
     yield win
     win.tasks.shutdown()
     win.close()
+    # Collect the window's reference cycles now, while none of its threads runs, rather than at whatever
+    # moment a later test happens to trigger the garbage collector.
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    gc.collect()
 
 
 def open_and_wait(qtbot, win, paths, timeout=20000):
