@@ -189,6 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medviewer.ai.package import find_packages
     from medviewer.ai.prediction import write_prediction
     from medviewer.core.load import load
+    from medviewer.core.errors import MedViewerError
     from medviewer.core.scan import scan
 
     if not os.path.exists(args.path):
@@ -227,18 +228,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         prediction = predict(volume, models, device=args.device, batch_size=args.batch_size,
                              explain=not args.no_explain)
+    except MedViewerError as exc:
+        raise CommandError(f"{args.path}: {exc.reason}") from None
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CommandError(str(exc).strip("'\"")) from None
     for warning in volume.warnings + prediction.warnings:
         print(f"medviewer: warning: {warning}", file=sys.stderr)
+    # The DICOM objects first: they can refuse a series (multi-frame, no DICOM headers), and then nothing is
+    # written at all.
+    written = _write_dicom_exports(volume, prediction, out, force=args.force) if args.dicom else []
     try:
-        written = write_prediction(prediction, out, force=args.force)
+        written = write_prediction(prediction, out, force=args.force) + written
     except FileExistsError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    if args.dicom:
-        written += _write_dicom_exports(volume, prediction, out, force=args.force)
     probability = prediction.study_probability
     print(f"{series.description or series.uid}: {len(volume.slices)} slices on {prediction.device}, "
           f"{prediction.timings.get('total_s', 0):.1f} s")

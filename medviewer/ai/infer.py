@@ -36,7 +36,7 @@ from medviewer.ai.findings import find_findings
 from medviewer.ai.package import LoadedModel, Manifest, find_model, load_package
 from medviewer.ai.prediction import ANATOMY_LABELS, Prediction
 from medviewer.ai.preprocess import volume_batches
-from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
+from medviewer.core.errors import Cancelled, CancelToken, MedViewerError, ProgressCallback, is_cancelled
 from medviewer.core.volume import Volume
 
 # A region is reported as a finding only when the mirrored pass confirms enough of it and it is not
@@ -166,6 +166,9 @@ def predict(
     ``cancel`` stops between batches with :class:`~medviewer.core.errors.Cancelled`.
     """
     started = time.perf_counter()
+    if volume.is_color:
+        raise MedViewerError(volume.description or volume.series_uid or "series",
+                             "a colour series: the assistant's models read grayscale images (CT in HU)")
     target = device if isinstance(device, torch.device) else devices.select_device(device)
     if target.type == "cpu":
         devices.configure_threads(threads)

@@ -89,3 +89,16 @@ def test_anonymize_command(study, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["anonymize", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_predict_refuses_what_it_cannot_export_and_writes_nothing(tmp_path, capsys):
+    from pydicom.data import get_testdata_file
+
+    colour = get_testdata_file("examples_rgb_color.dcm")
+    assert main(["predict", colour, "--out", str(tmp_path / "colour")]) == 1
+    assert "a colour series: the assistant's models read grayscale images" in capsys.readouterr().err
+    assert not (tmp_path / "colour").exists()
+    multiframe = get_testdata_file("rtdose.dcm")  # 15 frames in one file: no SEG/SR over it
+    assert main(["predict", multiframe, "--out", str(tmp_path / "dose"), "--dicom", "--no-explain"]) == 1
+    assert "multi-frame source images are not supported" in capsys.readouterr().err
+    assert not (tmp_path / "dose").exists() or list((tmp_path / "dose").iterdir()) == []
