@@ -188,8 +188,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medviewer.ai.infer import predict
     from medviewer.ai.package import find_packages
     from medviewer.ai.prediction import write_prediction
-    from medviewer.core.load import load
     from medviewer.core.errors import MedViewerError
+    from medviewer.core.load import load
     from medviewer.core.scan import scan
 
     if not os.path.exists(args.path):
