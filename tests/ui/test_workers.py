@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 
 import pytest
@@ -19,8 +18,6 @@ def manager(qtbot):
     yield tasks
     tasks.shutdown()
     qtbot.waitUntil(lambda: not tasks.running, timeout=5000)
-    del tasks
-    gc.collect()
 
 
 def test_callbacks_run_on_the_gui_thread_even_as_lambdas(qtbot, manager):
