@@ -115,6 +115,7 @@ class AssistantPanel(QWidget):
         self.plot.setLabel("left", "p")
         self.plot.setLabel("bottom", "slice")
         self.plot.setYRange(0, 1)
+        self.plot.setXRange(0, 1)  # an empty plot shows 0..1, not pyqtgraph's default span around 0
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.curve = self.plot.plot([], [], pen=pg.mkPen((80, 180, 255), width=2))
@@ -275,6 +276,7 @@ class AssistantPanel(QWidget):
         if prediction is None:
             self.verdict.setText("No results yet")
             self.curve.setData([], [])
+            self.plot.setXRange(0, 1, padding=0.02)
             self.table.setRowCount(0)
             self.warnings.setText("")
             self.set_enabled_for_results(False)
