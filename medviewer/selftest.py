@@ -243,7 +243,9 @@ def _check_render(state: _State) -> str:
         view.resize(320, 320)
         view.set_volume(state.volume)
         if state.prediction is not None and state.prediction.mask is not None:
-            colors = {value: tuple(int(c) for c in _rgb(info.get("color")))
+            from medviewer.ai.prediction import label_rgb
+
+            colors = {value: label_rgb(info.get("color")) or (255, 80, 80)
                       for value, info in state.prediction.labels.items()}
             view.set_mask(state.prediction.mask, colors)
         view.fit()
@@ -263,14 +265,6 @@ def _check_render(state: _State) -> str:
         view.deleteLater()
         app.processEvents()
     return f"slice {view.index + 1} of {view.count} in a {width}x{height} viewport ({app.platformName()}), {levels} grey levels"
-
-
-def _rgb(color) -> tuple[int, int, int]:
-    if isinstance(color, str) and color.startswith("#") and len(color) == 7:
-        return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
-    if isinstance(color, (list, tuple)) and len(color) >= 3:
-        return tuple(int(c) for c in color[:3])
-    return (255, 80, 80)
 
 
 CHECKS: tuple[tuple[str, Callable[[_State], str]], ...] = (

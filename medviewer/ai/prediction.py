@@ -31,6 +31,21 @@ def is_finding_label(name: str) -> bool:
     return name.lower() not in ANATOMY_LABELS
 
 
+def label_rgb(color: Any) -> tuple[int, int, int] | None:
+    """A label colour as (r, g, b) 0-255: the manifests' ``"#rrggbb"``, or three numbers; None if neither."""
+    try:
+        if isinstance(color, str):
+            text = color.strip().lstrip("#")
+            if len(text) != 6:
+                return None
+            return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+        if color is not None and len(color) >= 3:
+            return tuple(int(min(max(float(c), 0.0), 255.0)) for c in color[:3])
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
 @dataclass
 class Finding:
     """One connected region of a label, measured in patient units.

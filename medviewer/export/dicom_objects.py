@@ -46,7 +46,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from medviewer import __version__
-from medviewer.ai.prediction import Finding, Prediction
+from medviewer.ai.prediction import Finding, Prediction, label_rgb
 from medviewer.core.volume import Volume
 from medviewer.export.safe import ExportError, check_targets, write_files
 
@@ -214,15 +214,8 @@ def build_segmentation(volume: Volume, prediction: Prediction, *, where: str = "
 
 def _cielab(color: Any) -> hd.color.CIELabColor | None:
     """A label colour ('#rrggbb' or [r, g, b] 0-255) as the segment's display colour."""
-    try:
-        if isinstance(color, str):
-            text = color.lstrip("#")
-            rgb = tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
-        else:
-            rgb = tuple(int(c) for c in color[:3])
-        return hd.color.CIELabColor.from_rgb(*rgb)
-    except (TypeError, ValueError, IndexError):
-        return None
+    rgb = label_rgb(color)
+    return hd.color.CIELabColor.from_rgb(*rgb) if rgb is not None else None
 
 
 # ---------------------------------------------------------------------------------------------- SR

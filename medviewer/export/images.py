@@ -18,11 +18,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from medviewer.ai.prediction import Prediction
+from medviewer.ai.prediction import Prediction, label_rgb
 from medviewer.core import mpr
 from medviewer.core.annotations import Annotation, measurement_text
 from medviewer.core.volume import Volume
-from medviewer.core.windowing import Window, default_window, percentile_window
+from medviewer.core.windowing import Window, default_window, percentile_window, to_uint8
 
 MASK_STYLES = ("contour", "fill")
 HEATMAP_OPACITY = 0.5
@@ -83,27 +83,16 @@ def window_slice(volume: Volume, k: int, window: Window | tuple[float, float] | 
     if volume.is_color:
         return np.array(plane, dtype=np.uint8, copy=True)
     lo, hi = _as_window(window, volume).levels()
-    gray = (plane.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    np.clip(gray, 0, 255, out=gray)
-    gray = np.rint(gray).astype(np.uint8)
-    if volume.invert:
-        np.subtract(255, gray, out=gray)
+    gray = to_uint8(plane, lo, hi, invert=volume.invert)
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def label_color(prediction: Prediction | None, value: int) -> tuple[int, int, int]:
     """The manifest's colour of label ``value`` (a fixed palette where the manifest has none)."""
     spec = prediction.labels.get(int(value), {}) if prediction is not None else {}
-    color = spec.get("color")
-    try:
-        if isinstance(color, str):  # manifests write "#rrggbb"
-            text = color.strip().lstrip("#")
-            if len(text) == 6:
-                return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
-        elif color is not None and len(color) >= 3:
-            return tuple(int(np.clip(float(c), 0, 255)) for c in color[:3])
-    except (TypeError, ValueError):
-        pass
+    rgb = label_rgb(spec.get("color"))
+    if rgb is not None:
+        return rgb
     return DEFAULT_LABEL_COLORS[(int(value) - 1) % len(DEFAULT_LABEL_COLORS)]
 
 

@@ -37,14 +37,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medviewer.ai.prediction import Finding, Prediction
+from medviewer.ai.prediction import Finding, Prediction, label_rgb
 
 REVIEW_COLORS = {"pending": QColor(200, 200, 200), "accepted": QColor(90, 200, 110), "rejected": QColor(220, 90, 90)}
 
 
 def hex_to_rgb(value: str) -> tuple[int, int, int]:
-    value = value.lstrip("#")
-    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+    return label_rgb(value) or (255, 0, 0)
 
 
 class AssistantPanel(QWidget):
