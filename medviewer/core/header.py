@@ -50,6 +50,12 @@ _PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009
 _EXPLICIT_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 
 
+def display_date(value: str) -> str:
+    """A DICOM date (DA, or the date part of a DT) as YYYY-MM-DD; anything else as it is."""
+    value = str(value or "").strip()
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 and value[:8].isdigit() else value
+
+
 def syntax_name(uid: str) -> str:
     if uid in _EXTRA_SYNTAX_NAMES:
         return _EXTRA_SYNTAX_NAMES[uid]

@@ -6,6 +6,7 @@ import numpy as np
 
 from medviewer.core.decode import decode_frames, read_native_frame, to_rgb8
 from medviewer.core.series import Series
+from medviewer.core.windowing import to_uint8
 
 
 def thumbnail(series: Series, size: int = 64) -> np.ndarray:
@@ -33,8 +34,4 @@ def thumbnail(series: Series, size: int = 64) -> np.ndarray:
     else:
         finite = values[np.isfinite(values)]
         lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-    scaled = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1) * 255
-    out = scaled.astype(np.uint8)
-    if instance.photometric == "MONOCHROME1":
-        out = 255 - out
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(to_uint8(values, lo, hi, invert=instance.photometric == "MONOCHROME1"))

@@ -208,3 +208,14 @@ def to_display_pixels(pixels: np.ndarray, offset: int, out: np.ndarray | None = 
     else:
         np.add(pixels, UINT16_OFFSET, out=out, casting="unsafe")
     return out
+
+
+def to_uint8(values: np.ndarray, lo: float, hi: float, *, invert: bool = False) -> np.ndarray:
+    """``values`` mapped linearly from [lo, hi] onto 0..255 (clipped, rounded) as uint8; ``invert`` for
+    MONOCHROME1, where low values are shown bright."""
+    gray = (np.asarray(values, dtype=np.float32) - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1e-6))
+    np.clip(gray, 0, 255, out=gray)
+    out = np.rint(gray).astype(np.uint8)
+    if invert:
+        np.subtract(255, out, out=out)
+    return out

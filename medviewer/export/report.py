@@ -44,6 +44,7 @@ import medviewer
 from medviewer.ai.prediction import Prediction
 from medviewer.core import mpr
 from medviewer.core.annotations import Annotation
+from medviewer.core.header import display_date
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.images import annotation_text, find_font, key_slices, label_color, render_slice
@@ -143,13 +144,6 @@ def _value(ds, keyword: str) -> str:
     return str(value).strip()
 
 
-def _date(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 8 and value[:8].isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
-    return value
-
-
 def _time(value: str) -> str:
     value = value.strip()
     if len(value) >= 4 and value[:4].isdigit():
@@ -196,7 +190,7 @@ def header_fields(volume: Volume, anonymize: bool = False) -> list[tuple[str, st
         return ANONYMISED if anonymize else (value or MISSING)
 
     sex = {"M": "male", "F": "female", "O": "other"}.get(_value(ds, "PatientSex").upper(), _value(ds, "PatientSex"))
-    study_date = _date(_value(ds, "StudyDate"))
+    study_date = display_date(_value(ds, "StudyDate"))
     study_time = _time(_value(ds, "StudyTime"))
     when = " ".join(p for p in (study_date, study_time) if p)
     description = _value(ds, "StudyDescription")
@@ -207,7 +201,7 @@ def header_fields(volume: Volume, anonymize: bool = False) -> list[tuple[str, st
         ("Patient ID", ident(_value(ds, "PatientID"))),
         ("Sex", sex or MISSING),
         ("Age", _age(ds) or MISSING),
-        ("Birth date", ident(_date(_value(ds, "PatientBirthDate")))),
+        ("Birth date", ident(display_date(_value(ds, "PatientBirthDate")))),
         ("Study date", ident(when)),
         ("Accession number", ident(_value(ds, "AccessionNumber"))),
         ("Modality", volume.modality or _value(ds, "Modality") or MISSING),

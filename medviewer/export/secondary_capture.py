@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import medviewer
 from medviewer.ai.prediction import Prediction
 from medviewer.core.annotations import Annotation
+from medviewer.core.orientation import direction_letters
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.dicom_objects import source_for_export
@@ -36,7 +37,8 @@ MANUFACTURER = "MedViewer"
 SERIES_NUMBER_OFFSET = 9000
 """The key image series is numbered the source series' number plus this (or this alone)."""
 
-_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))  # LPS axes: (negative, positive)
+# Patient Orientation writes head and foot as H and F where the viewer writes S and I.
+_TO_DICOM = str.maketrans("SI", "HF")
 
 
 def _ascii(text: str, limit: int = 10240) -> str:
@@ -45,19 +47,15 @@ def _ascii(text: str, limit: int = 10240) -> str:
     return out.encode("ascii", "replace").decode("ascii")[:limit]
 
 
-def _letter(vector: np.ndarray) -> str:
-    """The patient direction ('L', 'P', 'H', ...) nearest to an LPS vector."""
-    axis = int(np.argmax(np.abs(vector)))
-    return _LETTERS[axis][1 if vector[axis] >= 0 else 0]
-
-
 def patient_orientation(volume: Volume) -> tuple[str, str]:
-    """(row direction, column direction) of the acquired slices, the nearest patient axis of each:
-    the direction of increasing column, then of increasing row. ('L', 'P') where the geometry is unknown."""
+    """(row direction, column direction) of the acquired slices: the direction of increasing column, then of
+    increasing row, in patient letters (several for an oblique direction, strongest first). ('L', 'P') where
+    the geometry is unknown."""
     if not volume.geometry_known:
         return ("L", "P")
     direction = np.asarray(volume.direction, dtype=float)
-    return _letter(direction[2]), _letter(direction[1])
+    return (direction_letters(direction[2]).translate(_TO_DICOM) or "L",
+            direction_letters(direction[1]).translate(_TO_DICOM) or "P")
 
 
 def _series_number(header: Dataset) -> int:

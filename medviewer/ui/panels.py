@@ -14,15 +14,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from medviewer.core.header import display_date
 from medviewer.core.series import ScanResult, Series
 from medviewer.core.sources import Refused
 
 SERIES_MIME = "application/x-medviewer-series"
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
 
 
 def thumbnail_icon(pixels: np.ndarray) -> QIcon:
@@ -61,7 +58,7 @@ class SeriesTree(QTreeWidget):
             patient = self._child(self.invisibleRootItem(), f"patient:{patient_id}:{patient_name}",
                                   f"{patient_name.replace('^', ' ') or '(no name)'}" + (f"  [{patient_id}]" if patient_id else ""))
             for study in studies:
-                label = "  ".join(filter(None, [_date(study.date), study.description])) or "(study)"
+                label = "  ".join(filter(None, [display_date(study.date), study.description])) or "(study)"
                 study_item = self._child(patient, f"study:{study.uid}", label)
                 for series in study.series:
                     if series.key in self._series_items:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QInputDialog, QLabel, QWidget
 
 from medviewer.core import measure, mpr, orientation, scalebar, windowing
 from medviewer.core.annotations import Annotation, measurement_text
+from medviewer.core.header import display_date
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.images import heat_lut  # the report draws heatmaps with the same colours
@@ -584,7 +585,7 @@ class SliceView(pg.GraphicsView):
         name = str(get("PatientName", "") or "").replace("^", " ").strip()
         pid = str(get("PatientID", "") or "")
         self._labels["top_left"].setText("\n".join(filter(None, [
-            name, pid and f"ID {pid}", _date(str(get("StudyDate", "") or "")),
+            name, pid and f"ID {pid}", display_date(str(get("StudyDate", "") or "")),
             str(get("StudyDescription", "") or "")])))
         view_name = mpr.view_plane_name(volume, self.axis)
         lines = [f"{volume.modality}  {volume.description}".strip(), f"{view_name}  {self.index + 1}/{self.count}"]
@@ -908,5 +909,3 @@ def _float(value) -> float | None:
         return None
 
 
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
