@@ -84,7 +84,7 @@ from pydicom.uid import (
 
 from medviewer import __version__
 from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
-from medviewer.core.sources import Refused, Source, natural_key
+from medviewer.core.sources import Refused, Source, iter_sources
 from medviewer.export.safe import ExportError, write_folder
 
 __all__ = ["BASIC_PROFILE", "AnonymizeResult", "anonymize"]
@@ -597,21 +597,14 @@ def _burned_in_warning(ds: Dataset) -> str | None:
     return None
 
 
-def _expand(sources) -> list[Path | Source | Dataset]:
+def _expand(sources) -> list[Source | Dataset | Refused]:
+    """Datasets and sources as given; paths through the scanner's own expansion (folders, ZIP archives, DICOMDIR;
+    hidden and system files skipped; unreachable paths as :class:`Refused`)."""
     if isinstance(sources, str | os.PathLike | Source | Dataset):
         sources = [sources]
-    items: list[Path | Source | Dataset] = []
+    items: list[Source | Dataset | Refused] = []
     for source in sources:
-        if isinstance(source, Source | Dataset):
-            items.append(source)
-            continue
-        path = Path(source)
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if p.is_file()
-                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-            items.extend(sorted(found, key=lambda p: natural_key(str(p))))
-        else:
-            items.append(path)
+        items.extend([source] if isinstance(source, Source | Dataset) else iter_sources([source]))
     return items
 
 
@@ -660,6 +653,11 @@ def anonymize(
         for index, source in enumerate(items):
             if is_cancelled(cancel):
                 raise Cancelled("anonymisation cancelled")
+            if isinstance(source, Refused):
+                result.refused.append(source)
+                if progress:
+                    progress(index + 1, total)
+                continue
             label = _label(source, index)
             try:
                 with warnings.catch_warnings():

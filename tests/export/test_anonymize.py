@@ -282,7 +282,7 @@ def test_bad_input_reported_and_skipped(study, tmp_path):
     refused = {Path(r.path).name: r.reason for r in result.refused}
     assert set(refused) == {"labels.npy", "truth.json", "notes.txt", "empty.dcm", "cut.dcm", "missing.dcm"}
     assert refused["notes.txt"] == "not a DICOM file"
-    assert "truncated" in refused["cut.dcm"] and refused["missing.dcm"] == "no such file"
+    assert "truncated" in refused["cut.dcm"] and refused["missing.dcm"] == "no such file or folder"  # the scanner's words
     assert all(str(r).count("\n") == 0 and str(r).startswith(r.path) for r in result.refused)
 
 
@@ -380,3 +380,14 @@ def test_profile_table():
         assert BASIC_PROFILE[pydicom.datadict.tag_for_keyword(keyword)] == action, keyword
     for keyword in ("SOPClassUID", "ImagePositionPatient", "PixelSpacing", "Modality", "BurnedInAnnotation"):
         assert pydicom.datadict.tag_for_keyword(keyword) not in BASIC_PROFILE
+
+
+def test_a_zip_archive_is_anonymised_like_its_folder(study, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in study["files"]:
+            zf.write(path, path.relative_to(study["folder"]).as_posix())
+    result = anonymize([archive], tmp_path / "anon")
+    assert len(result.files) == len(study["files"]) and not result.refused
