@@ -112,15 +112,26 @@ class ExportMenu(QObject):
                            on_failed=lambda message: window._report(f"Export failed: {message}"),
                            on_cancelled=lambda: window.statusBar().showMessage("Export cancelled", 5000))
 
+    def _ask_save_path(self, title: str, suggested: str, kind: str, suffix: str) -> str | None:
+        """A file name from the save dialog, ending in ``suffix``; None if the user cancelled. The dialog asks
+        before replacing the name it returns; a name we complete with the suffix is asked about here."""
+        path, _ = QFileDialog.getSaveFileName(self.window, title, suggested, f"{kind} (*{suffix})")
+        if not path:
+            return None
+        if not path.lower().endswith(suffix):
+            path += suffix
+            if not self._confirm_replace([Path(path)]):
+                return None
+        return path
 
     def save_png(self, path: str | None = None) -> None:
         view = self._view()
         if view is None:
             return
         if path is None:
-            suggested = f"{_safe_name(view.volume.description, 'view')}-{view.index + 1}.png"
-            path, _ = QFileDialog.getSaveFileName(self.window, "Save View as PNG", suggested, "PNG image (*.png)")
-            if not path:
+            path = self._ask_save_path("Save View as PNG", f"{_safe_name(view.volume.description, 'view')}-"
+                                       f"{view.index + 1}.png", "PNG image", ".png")
+            if path is None:
                 return
         image = view.grab().toImage()  # painting happens here, on the GUI thread; encoding and writing do not
 
@@ -144,11 +155,9 @@ class ExportMenu(QObject):
             return
         if path is None:
             suggested = f"{_safe_name(view.volume.description, 'report')}{'-anonymised' if anonymize else ''}.pdf"
-            path, _ = QFileDialog.getSaveFileName(self.window, "Save Report", suggested, "PDF document (*.pdf)")
-            if not path:
+            path = self._ask_save_path("Save Report", suggested, "PDF document", ".pdf")
+            if path is None:
                 return
-            if not path.lower().endswith(".pdf"):
-                path += ".pdf"
         volume, prediction = view.volume, self._prediction(view)
         bookmarks = self._bookmarks(view)
         annotations = [a for a in view.annotations if a.axis == 0]
