@@ -190,7 +190,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medviewer.ai.prediction import write_prediction
     from medviewer.core.errors import MedViewerError
     from medviewer.core.load import load
-    from medviewer.core.scan import scan
 
     if not os.path.exists(args.path):
         raise CommandError(f"{args.path}: no such file or folder")
@@ -203,23 +202,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         models = [info.path for info in find_packages() if info.manifest is not None and info.source == "builtin"]
         if not models:
             raise CommandError("no built-in model packages found (see 'medviewer models')")
-    result = scan([args.path])
-    for refused in result.refused:
-        _print_error(f"{refused.path}: {refused.reason}")
-    if not result.series:
-        raise CommandError(f"{args.path}: no image series to run the assistant on")
-    if args.series:
-        try:
-            series = result.find(args.series)
-        except KeyError:
-            raise CommandError(f"{args.path}: no series {args.series}") from None
-    else:
-        series = max(result.series, key=lambda s: len(s.frames))
+    series = _pick_series(args.path, args.series)
     if not args.force:  # refuse before the long run, not after it
         from medviewer.export.safe import ExistsError, check_targets
 
-        names = ["predictions.json", "mask.npy", "heatmap.npy"] + (["seg.dcm", "sr.dcm", "key-images"]
-                                                                   if args.dicom else [])
+        names = (["predictions.json", "mask.npy"] + ([] if args.no_explain else ["heatmap.npy"])
+                 + (["seg.dcm", "sr.dcm", "key-images"] if args.dicom else []))
         try:
             check_targets([out / name for name in names], force=False)
         except ExistsError as exc:

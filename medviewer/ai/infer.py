@@ -105,22 +105,12 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-_prepared: dict[tuple[int, str], tuple[LoadedModel, nn.Module]] = {}
-
-
 def inference_network(model: LoadedModel, target: torch.device) -> nn.Module:
-    """The network ``model`` runs as for inference on ``target``: a copy with batch norms folded, channels-last
-    (oneDNN and cuDNN both prefer it); made once per loaded model and device."""
-    key = (id(model), str(target))
-    cached = _prepared.get(key)
-    if cached is not None and cached[0] is model:
-        return cached[1]
+    """The network ``model`` runs as for inference on ``target``: a copy (the package's own stays as loaded)
+    with batch norms folded, channels-last (oneDNN and cuDNN both prefer it)."""
     net = fold_batch_norm(copy.deepcopy(model.model).eval()).to(target)
     if target.type in ("cuda", "cpu"):
         net = net.to(memory_format=torch.channels_last)
-    if len(_prepared) > 8:
-        _prepared.clear()
-    _prepared[key] = (model, net)
     return net
 
 
