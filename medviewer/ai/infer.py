@@ -9,6 +9,10 @@ its confidence (slices without a candidate need no second opinion, which keeps t
 pass to a fraction of the series). The classifier's Grad-CAM heatmap is computed for every
 slice, from the same forward pass where the network's head allows (see ``explain``).
 
+Each batch is cropped to the body before the networks see it: the air around a patient is a third or
+more of a CT slice, and neither model finds anything there (see :func:`body_box`). Outside the crop the
+segmentation is background and the heatmap zero, as the whole-slice pass gives them.
+
 Before trusting any output the input is checked against what each model expects (modality,
 units, value range, spacing): a mismatch becomes a warning in the Prediction, never a silent
 result.
@@ -81,6 +85,38 @@ def check_input(volume: Volume, manifest: Manifest) -> list[str]:
     return warnings
 
 
+# The crop keeps everything denser than this (in HU: skin, table, blankets) and this many model pixels of air
+# around it; its edges fall on the network's pooling grid, so the crop sees the same feature grid as the slice.
+BODY_HU = -500.0
+BODY_MARGIN = 8
+
+
+def body_box(images: torch.Tensor, manifest: Manifest, multiple: int | None) -> tuple[slice, slice] | None:
+    """The part of a batch of network inputs ``images`` (N, C, H, W, normalised) that holds the body: rows and
+    columns, widened by :data:`BODY_MARGIN` and out to multiples of ``multiple``. None where the whole slice is
+    needed: a model not made for HU, a network that needs its full input size (``multiple`` None), a side that
+    is not a multiple, or a batch with nothing denser than air."""
+    spec = manifest.input
+    height, width = images.shape[-2:]
+    if multiple is None or spec.units != "HU" or spec.normalisation != "clip01" or height % multiple \
+            or width % multiple or not images.shape[0]:
+        return None
+    lo, hi = spec.clip
+    threshold = (BODY_HU - lo) / (hi - lo)
+    dense = (images[:, images.shape[1] // 2] > threshold).any(0)
+    rows, cols = torch.nonzero(dense.any(1)), torch.nonzero(dense.any(0))
+    if not len(rows):
+        return None
+
+    def span(first: int, last: int, size: int) -> slice:
+        start = max(0, (first - BODY_MARGIN) // multiple * multiple)
+        stop = min(size, -(-(last + 1 + BODY_MARGIN) // multiple) * multiple)
+        return slice(start, stop)
+
+    box = (span(int(rows[0]), int(rows[-1]), height), span(int(cols[0]), int(cols[-1]), width))
+    return None if box == (slice(0, height), slice(0, width)) else box
+
+
 def _resolve(models: Sequence[LoadedModel | str | Path], device: torch.device) -> list[LoadedModel]:
     loaded = []
     for model in models:
@@ -148,12 +184,14 @@ def predict(
     explain: bool = True,
     tta: bool = True,
     threads: int | None = None,
+    crop: bool = True,
 ) -> Prediction:
     """Run ``models`` (loaded packages, ids or package paths) over every slice of ``volume``.
 
     ``progress(done, total)`` counts slices over all models; ``partial(prediction, model_id,
     slice_indices)`` is called after each batch with the prediction filled so far;
-    ``cancel`` stops between batches with :class:`~medviewer.core.errors.Cancelled`.
+    ``cancel`` stops between batches with :class:`~medviewer.core.errors.Cancelled`; ``crop=False`` runs the
+    networks on whole slices instead of the body's box (:func:`body_box`).
     """
     started = time.perf_counter()
     if volume.is_color:
@@ -203,6 +241,9 @@ def predict(
     for model in loaded:
         m = model.manifest
         net = inference_network(model, target)
+        multiple = getattr(model.model, "size_multiple", None) if crop else None
+        if m.task == "segmentation" and not any(label.value == 0 for label in m.outputs):
+            multiple = None  # no background label to fill the rest of the slice with
         cam_weights = linear_head_weights(net) if m.task == "classification" else None
         finding_channels = [c for c, label in enumerate(m.outputs)
                             if label.value != 0 and label.name.lower() not in ANATOMY_LABELS]
@@ -219,14 +260,18 @@ def predict(
                 raise Cancelled("prediction cancelled")
             indices = np.arange(start, min(start + size, slices))
             images = volume_batches(volume.voxels, m.input, indices).to(target)
+            box = body_box(images, m, multiple)
+            full = tuple(images.shape[-2:])
+            if box is not None:
+                images = images[:, :, box[0], box[1]]
             if target.type in ("cuda", "cpu"):
                 images = images.contiguous(memory_format=torch.channels_last)
             if m.task == "classification":
                 _classify(net, images, indices, prediction, class_offset, len(m.outputs), temperature, target,
-                          explain, rows, cols, cam_weights)
+                          explain, rows, cols, cam_weights, box, full)
             else:
                 _segment(net, images, indices, prediction, m, probability_maps, agreement,
-                         finding_channels if tta else [], target, rows, cols, cancel)
+                         finding_channels if tta else [], target, rows, cols, cancel, box, full)
             prediction.done_slices[indices] = True
             done += len(indices)
             if partial:
@@ -269,8 +314,22 @@ def _autocast(target: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def _paste(part: torch.Tensor, box: tuple[slice, slice] | None, full: tuple[int, int], fill: torch.Tensor | float
+           ) -> torch.Tensor:
+    """``part`` (N, C, h, w), the network's output for the crop ``box`` of a (``full``) input, placed in a tensor of
+    the whole input's grid (scaled by the output's stride) filled with ``fill`` (a value, or one per channel)."""
+    if box is None:
+        return part
+    ys, xs = box
+    scale = (ys.stop - ys.start) // part.shape[-2]
+    out = torch.empty(part.shape[:2] + (full[0] // scale, full[1] // scale), dtype=part.dtype, device=part.device)
+    out[:] = fill[None, :, None, None] if isinstance(fill, torch.Tensor) else fill
+    out[:, :, ys.start // scale:ys.stop // scale, xs.start // scale:xs.stop // scale] = part
+    return out
+
+
 def _classify(net, images, indices, prediction, offset, count, temperature, target, explain, rows, cols,
-              cam_weights) -> None:
+              cam_weights, box=None, full=None) -> None:
     heatmap = explain and prediction.heatmap is not None and offset == 0
     store: dict[str, torch.Tensor] = {}
     hook = None
@@ -289,9 +348,14 @@ def _classify(net, images, indices, prediction, offset, count, temperature, targ
     if heatmap:
         if "features" in store:
             with torch.inference_mode():
-                cam = cam_from_features(store["features"], cam_weights, probabilities[:, 0], (rows, cols))
+                features = _paste(store["features"].float(), box, full, 0.0)  # no evidence outside the body
+                cam = cam_from_features(features, cam_weights, probabilities[:, 0], (rows, cols))
         else:  # a network whose head is not linear over pooled features: Grad-CAM by its backward pass
-            cam = grad_cam(net, images.clone(), class_index=0, output_size=(rows, cols), temperature=temperature)
+            cam = grad_cam(net, images.clone(), class_index=0, output_size=(rows, cols) if box is None else None,
+                           temperature=temperature)
+            if box is not None:
+                cam = F.interpolate(_paste(cam[:, None], box, full, 0.0), size=(rows, cols), mode="bilinear",
+                                    align_corners=False)[:, 0]
         prediction.heatmap[indices] = cam.cpu().numpy().astype(np.float16)
 
 
@@ -325,10 +389,11 @@ def _windows(candidates: np.ndarray) -> list[tuple[slice, slice]]:
 
 
 def _segment(net, images, indices, prediction, manifest, probability_maps, agreement, finding_channels, target,
-             rows, cols, cancel=None) -> None:
+             rows, cols, cancel=None, box=None, full=None) -> None:
     """Segment a batch. Where a finding's label won on a slice, a window around those pixels is segmented again,
     mirrored left-right, and the two passes averaged there (``finding_channels`` empty: no second pass);
-    ``agreement`` marks the voxels where both passes chose the same label (True outside the windows)."""
+    ``agreement`` marks the voxels where both passes chose the same label (True outside the windows). ``images``
+    may be the crop ``box`` of slices of size ``full``: outside it every voxel is background, with certainty."""
     values = torch.tensor([label.value for label in manifest.outputs], device=target)
     agree = None
     channels_last = images.is_contiguous(memory_format=torch.channels_last)
@@ -350,6 +415,12 @@ def _segment(net, images, indices, prediction, manifest, probability_maps, agree
                     first = probabilities[n, :, ys, xs]
                     agree[n, ys, xs] = first.max(0).indices == mirrored.max(0).indices
                     probabilities[n, :, ys, xs] = (first + mirrored) / 2
+        if box is not None:
+            background = torch.tensor([1.0 if label.value == 0 else 0.0 for label in manifest.outputs],
+                                      device=probabilities.device)
+            probabilities = _paste(probabilities, box, full, background)
+            if agree is not None:
+                agree = _paste(agree[:, None], box, full, True)[:, 0]
         if probabilities.shape[-2:] != (rows, cols):
             probabilities = F.interpolate(probabilities, size=(rows, cols), mode="bilinear", align_corners=False)
             if agree is not None:

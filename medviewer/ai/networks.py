@@ -86,7 +86,9 @@ class NoduleCNN(_Calibrated):
     (global max pool: the score does not depend on the image size, so a network trained on crops can read
     whole slices).
     ``features`` is the last block; its output ``(N, width * 2**(depth-1), H / 2**(depth-1), W / 2**(depth-1))``
-    is the map to hook for Grad-CAM.  Output ``(N, classes)`` logits.
+    is the map to hook for Grad-CAM.  Output ``(N, classes)`` logits.  Fully convolutional up to the pool: any
+    input whose sides are multiples of ``size_multiple`` works, and a crop at such an offset sees the same feature
+    grid as the whole image.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 4, classes: int = 1,
@@ -103,6 +105,7 @@ class NoduleCNN(_Calibrated):
             raise ValueError(f"head_pool must be 'avg', 'avgmax' or 'max', got {head_pool!r}")
         self._init_calibration(calibration_temperature, calibration_bias)
         self.head_pool = head_pool
+        self.size_multiple = 2 ** (depth - 1)
         blocks: list[nn.Module] = []
         cin = in_channels
         for level in range(depth - 1):
@@ -165,6 +168,7 @@ class UNet2D(nn.Module):
 
     Input ``(N, in_channels, H, W)`` with H and W divisible by ``2**depth``; output ``(N, classes, H, W)``
     logits (softmax over classes; label value = channel index).  ``features`` is the bottleneck.
+    ``size_multiple`` (``2**depth``) is what input sides, and a crop's offsets, must be multiples of.
     """
 
     def __init__(self, in_channels: int = 3, classes: int = 3, width: int = 16, depth: int = 4,
@@ -177,6 +181,7 @@ class UNet2D(nn.Module):
             raise ValueError(f"classes must be >= 2 (background and at least one label), got {classes}")
         _norm(norm, width)  # validates the name
         self.depth, self.norm = depth, norm
+        self.size_multiple = 2**depth
         chans = [width * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList()
         cin = in_channels

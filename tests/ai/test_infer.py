@@ -6,8 +6,8 @@ import torch
 
 from medviewer.ai.demo_data import phantom_volume
 from medviewer.ai.explain import cam_from_features, feature_layer, grad_cam, linear_head_weights
-from medviewer.ai.infer import predict
-from medviewer.ai.networks import NoduleCNN
+from medviewer.ai.infer import BODY_MARGIN, body_box, predict
+from medviewer.ai.networks import NoduleCNN, SeedCNN, UNet2D
 from medviewer.ai.package import find_packages, load_package
 from medviewer.ai.phantom import PhantomConfig, generate_phantom
 from medviewer.core.errors import Cancelled
@@ -75,6 +75,49 @@ def test_prediction_is_deterministic(builtin_models, planted, planted_prediction
     assert np.array_equal(again.mask, planted_prediction.mask)
     assert np.allclose(again.slice_probabilities, planted_prediction.slice_probabilities, atol=1e-6)
     assert [f.to_dict() for f in again.findings] == [f.to_dict() for f in planted_prediction.findings]
+
+
+def test_body_box_keeps_the_body_and_a_margin_on_the_pooling_grid(builtin_models):
+    manifest = builtin_models[0].manifest  # CT in HU, clip01
+    images = torch.zeros(2, 3, 256, 256)  # air
+    images[0, 1, 100:140, 60:200] = 0.7  # soft tissue on the middle channel of one slice of the batch
+    ys, xs = body_box(images, manifest, 16)
+    assert ys.start % 16 == 0 and ys.stop % 16 == 0 and xs.start % 16 == 0 and xs.stop % 16 == 0
+    assert ys.start <= 100 - BODY_MARGIN and ys.stop >= 140 + BODY_MARGIN
+    assert xs.start <= 60 - BODY_MARGIN and xs.stop >= 200 + BODY_MARGIN
+    assert (ys.stop - ys.start) * (xs.stop - xs.start) < 0.5 * 256 * 256
+    # the whole slice where there is no body, where the network needs its full size, or where the input is not HU
+    assert body_box(torch.zeros(2, 3, 256, 256), manifest, 16) is None
+    assert body_box(images, manifest, None) is None
+    assert body_box(images[:, :, :250, :250], manifest, 16) is None
+    mr = type(manifest)(**{**manifest.__dict__, "input": type(manifest.input)(**{**manifest.input.__dict__,
+                                                                                 "units": ""})})
+    assert body_box(images, mr, 16) is None
+    # a body that fills the field: no crop
+    assert body_box(torch.full((1, 3, 256, 256), 0.7), manifest, 16) is None
+
+
+def test_networks_state_the_multiple_their_inputs_need():
+    assert UNet2D(width=4, depth=4).size_multiple == 16 and UNet2D(width=4, depth=3).size_multiple == 8
+    assert NoduleCNN(width=4, depth=4).size_multiple == 8
+    assert getattr(SeedCNN(size=64), "size_multiple", None) is None  # its dense layer fixes the input size
+
+
+def test_cropping_to_the_body_changes_nothing_a_reader_sees(builtin_models, planted, planted_prediction):
+    """The engine runs the networks on the body's box; on whole slices the outputs are the same."""
+    whole = predict(planted[1], builtin_models, device="cpu", crop=False)
+    cropped = planted_prediction
+    assert (whole.mask == cropped.mask).mean() > 0.999
+    assert np.array_equal(whole.mask == 2, cropped.mask == 2)
+    assert np.abs(whole.slice_probabilities - cropped.slice_probabilities).max() < 0.01
+    heat_diff = np.abs(whole.heatmap.astype(np.float32) - cropped.heatmap.astype(np.float32))
+    assert heat_diff.max() < 0.05 and heat_diff.mean() < 1e-3
+    assert [(f.slices, round(f.diameter_mm, 1)) for f in whole.findings] == \
+        [(f.slices, round(f.diameter_mm, 1)) for f in cropped.findings]
+    # outside the body (the corners of these slices are air) nothing is labelled and the heatmap is zero
+    assert (planted[1].voxels[:, :8, :8] < -900).all()
+    corner = (slice(None), slice(0, 8), slice(0, 8))
+    assert (cropped.mask[corner] == 0).all() and (cropped.heatmap[corner] == 0).all()
 
 
 def test_gate_warns_on_an_mr_series(builtin_models):
