@@ -114,6 +114,7 @@ def save_package(folder: str | os.PathLike, model: nn.Module, manifest: Manifest
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a package is read by whoever runs the models
         (tmp / WEIGHTS).write_bytes(blob)
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
         old = None

@@ -35,3 +35,42 @@ def test_shipped_packages_are_valid(model_id):
     assert (folder / "weights.safetensors").stat().st_size < 8 * 2**20
     assert np.isfinite(list(manifest.metrics["test"].values())[0] if model_id == "chest-ct-nodule"
                        else manifest.metrics["test"]["dice"]["lung"])
+
+
+def test_the_build_script_writes_two_valid_packages_with_engine_test_metrics(tmp_path):
+    """The quick recipe runs the whole build: phantoms, both trainings, the test set through the engine."""
+    from medviewer.ai.builtin import QUICK, build_models
+    from medviewer.ai.package import load_package
+
+    results = build_models(tmp_path, QUICK)
+    assert set(results) == {"chest-ct-nodule", "chest-ct-lung-nodule-seg"}
+    for model_id in results:
+        manifest = check_package(tmp_path / model_id)
+        assert manifest.not_for_clinical_use and "validation" in manifest.metrics
+        assert "inference engine" in manifest.metrics["test_set"]["note"]
+        load_package(tmp_path / model_id)
+    classifier = check_package(tmp_path / "chest-ct-nodule").metrics["test"]
+    assert 0.0 <= classifier["auc"] <= 1.0 and classifier["phantoms"] == QUICK.test_phantoms
+    findings = check_package(tmp_path / "chest-ct-lung-nodule-seg").metrics["test"]["findings"]
+    assert findings["nodules_ge_6mm_reported"] <= findings["nodules_ge_6mm"]
+    assert findings["false_positive_findings"] >= 0
+
+
+def test_findings_are_matched_to_the_phantoms_nodules():
+    from medviewer.ai.builtin import finding_matches
+    from medviewer.ai.prediction import Finding
+
+    ph = generate_phantom(PhantomConfig(slices=16, size=64, nodule_count=(2, 2), nodule_diameter_mm=(8.0, 12.0),
+                                        vessel_generations=2), 4)
+    first, second = ph.nodules
+
+    def at(centre, number):
+        return Finding(id=number, label="nodule", label_value=2, slices=(0, 1), centroid_index=(0, 0, 0),
+                       centroid_lps_mm=tuple(centre), voxels=1, volume_ml=0.1, diameter_mm=5.0,
+                       max_probability=0.9, mean_probability=0.8)
+
+    far = np.asarray(first.center_lps_mm) + [0.0, 0.0, 200.0]
+    got = finding_matches([at(first.center_lps_mm, 1), at(np.asarray(first.center_lps_mm) + 1.0, 2), at(far, 3)],
+                          ph)
+    assert got == {"nodules": 2, "detected": 1, "false_positives": 1}
+    assert finding_matches([], ph) == {"nodules": 2, "detected": 0, "false_positives": 0}

@@ -106,6 +106,7 @@ def test_package_round_trip(tmp_path):
     model, manifest = _model(), _manifest()
     folder = save_package(tmp_path / "pkg", model, manifest)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "weights.safetensors"]
+    assert folder.stat().st_mode & 0o777 == 0o755  # readable by whoever runs the models, not private
     assert len(manifest.sha256) == 64
     loaded = load_package(folder)
     assert not loaded.model.training

@@ -6,7 +6,7 @@ import torch
 
 from medviewer.ai.demo_data import phantom_volume
 from medviewer.ai.explain import cam_from_features, feature_layer, grad_cam, linear_head_weights
-from medviewer.ai.infer import BODY_MARGIN, body_box, predict
+from medviewer.ai.infer import BODY_MARGIN, body_box, label_scales, predict
 from medviewer.ai.networks import NoduleCNN, SeedCNN, UNet2D
 from medviewer.ai.package import find_packages, load_package
 from medviewer.ai.phantom import PhantomConfig, generate_phantom
@@ -95,6 +95,20 @@ def test_body_box_keeps_the_body_and_a_margin_on_the_pooling_grid(builtin_models
     assert body_box(images, mr, 16) is None
     # a body that fills the field: no crop
     assert body_box(torch.full((1, 3, 256, 256), 0.7), manifest, 16) is None
+
+
+def test_per_label_thresholds_decide_the_mask(builtin_models):
+    from dataclasses import replace
+
+    manifest = next(m.manifest for m in builtin_models if m.manifest.task == "segmentation")
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.3, 0.3, 0.4], [0.1, 0.8, 0.1]])[:, :, None, None]  # 3 voxels, 3 labels
+    even = replace(manifest, outputs=[replace(o, threshold=0.5) for o in manifest.outputs])
+    assert (p * label_scales(even)).max(1).indices.flatten().tolist() == [0, 2, 1]  # all equal: the argmax
+    low = replace(manifest, outputs=[replace(o, threshold=0.25 if o.value == 2 else 0.5) for o in manifest.outputs])
+    # nodule at threshold 0.25: 0.2 / 0.25 still loses to background's 0.5 / 0.5, 0.1 / 0.25 to lung's 0.8 / 0.5
+    assert (p * label_scales(low)).max(1).indices.flatten().tolist() == [0, 2, 1]
+    lower = replace(manifest, outputs=[replace(o, threshold=0.15 if o.value == 2 else 0.5) for o in manifest.outputs])
+    assert (p * label_scales(lower)).max(1).indices.flatten().tolist() == [2, 2, 1]
 
 
 def test_networks_state_the_multiple_their_inputs_need():
