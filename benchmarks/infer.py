@@ -168,7 +168,8 @@ def naive_slices(volume, naives: list[Naive], ks, device, outputs: list[list[dic
 
 
 def run_pair(volume, models, naives: list[Naive], indices: np.ndarray, device, threads, *, explain: bool = True,
-             tta: bool = True, heatmap: bool = True, interleave: bool = True) -> tuple[dict, dict]:
+             tta: bool = True, crop: bool = True, heatmap: bool = True, interleave: bool = True
+             ) -> tuple[dict, dict]:
     """The engine over the whole series and the naive loop over ``indices``: (engine, naive) results.
 
     Interleaved (the default), the naive slices run inside the engine's ``partial`` callback, spread
@@ -198,7 +199,7 @@ def run_pair(volume, models, naives: list[Naive], indices: np.ndarray, device, t
         state["next"] = len(indices)
     synchronize(device)
     start = time.perf_counter()
-    prediction = predict(volume, models, device=device, threads=threads, explain=explain, tta=tta,
+    prediction = predict(volume, models, device=device, threads=threads, explain=explain, tta=tta, crop=crop,
                          partial=partial if interleave else None)
     synchronize(device)
     inside = state["naive_s"] if interleave else 0.0
