@@ -185,3 +185,20 @@ def test_forward_cam_equals_grad_cam(head_pool):
     hook.remove()
     fast = cam_from_features(store["f"], linear_head_weights(model), probability, (48, 48))
     assert torch.allclose(fast, reference, atol=1e-5)
+
+
+def test_batch_size_fits_the_device(builtin_models, monkeypatch):
+    """On the CPU small batches (cache); on CUDA as many slices as half the free memory holds, within 8..512."""
+    from medviewer.ai.infer import _batch_size
+
+    manifest = builtin_models[0].manifest  # 256 x 256 input
+    assert _batch_size(torch.device("cpu"), manifest, None) == 2
+    assert _batch_size(torch.device("cpu"), manifest, 7) == 7  # what the caller asks for wins
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (70 * gib, 80 * gib))
+    large = _batch_size(torch.device("cuda"), manifest, None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (1 * gib, 80 * gib))
+    small = _batch_size(torch.device("cuda"), manifest, None)
+    assert 8 <= small < large <= 512
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (0, 80 * gib))
+    assert _batch_size(torch.device("cuda"), manifest, None) == 8
