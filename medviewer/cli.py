@@ -17,7 +17,7 @@ from pathlib import Path
 from medviewer import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "anonymize")
+COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "render", "anonymize")
 
 
 class CommandError(Exception):
@@ -91,6 +91,25 @@ def _parser() -> argparse.ArgumentParser:
                         "and accession number")
     report.add_argument("--force", action="store_true", help="replace an existing file")
 
+    render = sub.add_parser("render", help="one slice as the viewer shows it, as PNG (window, the assistant's "
+                            "overlays optional)")
+    render.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
+    render.add_argument("--out", required=True, metavar="FILE", help="the PNG to write")
+    render.add_argument("--slice", type=int, metavar="N", help="slice N, 1-based as the viewer numbers them (default: "
+                        "the first finding's central slice with --predictions, else the middle slice)")
+    render.add_argument("--window", metavar="C/W|NAME", help="centre/width in the modality's units, as "
+                        "--window=-600/1500 (with '=': the centre may be negative), or a preset: lung, mediastinum, "
+                        "bone, ... (default: the series' own)")
+    render.add_argument("--predictions", metavar="DIR", help="a folder written by 'medviewer predict' for this series: "
+                        "its mask and heatmap are drawn")
+    render.add_argument("--mask", choices=("contour", "fill", "none"), default="contour", help="how the mask is drawn")
+    render.add_argument("--no-heatmap", action="store_true", help="leave the Grad-CAM heatmap out")
+    render.add_argument("--size", type=int, default=0, metavar="PX",
+                        help="enlarge by a whole factor until the longer side is at least PX pixels")
+    render.add_argument("--series", metavar="UID", help="which series (default: the predictions' series, else the "
+                        "one with most slices)")
+    render.add_argument("--force", action="store_true", help="replace an existing file")
+
     anonymize = sub.add_parser("anonymize", help="write an anonymised copy of a series or study "
                                "(DICOM PS3.15 basic profile); the originals are never changed")
     anonymize.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, folders or ZIP archives")
@@ -151,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
         return cmd_models(args)
     if args.command == "report":
         return cmd_report(args)
+    if args.command == "render":
+        return cmd_render(args)
     if args.command == "anonymize":
         return cmd_anonymize(args)
     if args.command == "train":
@@ -280,19 +301,12 @@ def _pick_series(path: str, uid: str | None):
     return max(result.series, key=lambda s: len(s.frames))
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _series_and_prediction(args: argparse.Namespace):
+    """The volume of ``args.path`` (the predictions' series, ``--series``, or the largest) and the prediction read
+    from ``args.predictions`` (None without it); refused when the two are not the same slices."""
     from medviewer.ai.prediction import read_prediction
     from medviewer.core.load import load
-    from medviewer.export.report import write_report
-    from medviewer.export.safe import ExistsError, ExportError, check_targets
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".pdf":
-        raise CommandError(f"{out}: the report is a PDF; name the file .pdf")
-    try:
-        check_targets([out], args.force)
-    except ExistsError as exc:
-        raise CommandError(str(exc)) from None
     prediction = None
     if args.predictions:
         try:
@@ -304,17 +318,91 @@ def cmd_report(args: argparse.Namespace) -> int:
     if prediction is not None and prediction.sop_instance_uids != volume.sop_instance_uids:
         raise CommandError(f"{args.predictions}: these predictions are for other slices than {args.path} "
                            f"({len(prediction.sop_instance_uids)} against {len(volume.slices)}); run predict again")
-    bookmarks = []
-    for number in args.bookmark:
-        if not 1 <= number <= volume.shape[0]:
-            raise CommandError(f"--bookmark {number}: the series has slices 1 to {volume.shape[0]}")
-        bookmarks.append(number - 1)
+    return volume, prediction
+
+
+def _slice_index(number: int, volume, option: str) -> int:
+    if not 1 <= number <= volume.shape[0]:
+        raise CommandError(f"{option} {number}: the series has slices 1 to {volume.shape[0]}")
+    return number - 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from medviewer.export.report import write_report
+    from medviewer.export.safe import ExistsError, ExportError, check_targets
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".pdf":
+        raise CommandError(f"{out}: the report is a PDF; name the file .pdf")
+    try:
+        check_targets([out], args.force)
+    except ExistsError as exc:
+        raise CommandError(str(exc)) from None
+    volume, prediction = _series_and_prediction(args)
+    bookmarks = [_slice_index(number, volume, "--bookmark") for number in args.bookmark]
     try:
         written = write_report(out, volume, prediction, bookmarks=bookmarks, anonymize=args.anonymize,
                                force=args.force)
     except (ExportError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     print(written)
+    return EXIT_OK
+
+
+def _render_window(text: str | None, volume):
+    from medviewer.core.windowing import Window, window_presets
+
+    if not text:
+        return None
+    if "/" in text:
+        centre, _, width = text.partition("/")
+        try:
+            return Window(float(centre), float(width))
+        except ValueError:
+            raise CommandError(f"--window {text}: write centre/width as two numbers, e.g. --window=-600/1500") from None
+    presets = {name.lower(): window for name, window in window_presets(volume).items()}
+    if text.lower() not in presets:
+        raise CommandError(f"--window {text}: not a preset of this series (it has: {', '.join(presets)})")
+    return presets[text.lower()]
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import io
+
+    from PIL import Image
+
+    from medviewer.export.images import render_slice
+    from medviewer.export.safe import ExistsError, ExportError, check_targets, write_bytes
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise CommandError(f"{out}: the image is a PNG; name the file .png")
+    if args.size < 0:
+        raise CommandError(f"--size {args.size}: give a number of pixels, 0 or more")
+    try:
+        check_targets([out], args.force)
+    except ExistsError as exc:
+        raise CommandError(str(exc)) from None
+    volume, prediction = _series_and_prediction(args)
+    if volume.is_color and args.window:
+        raise CommandError(f"--window {args.window}: {args.path} holds colour images, which have no window")
+    window = None if volume.is_color else _render_window(args.window, volume)
+    if args.slice is not None:
+        k = _slice_index(args.slice, volume, "--slice")
+    elif prediction is not None and prediction.findings:
+        k = int(round(prediction.findings[0].centroid_index[0]))
+    else:
+        k = volume.shape[0] // 2
+    rgb = render_slice(volume, k, window=window, prediction=prediction,
+                       mask_style="contour" if args.mask == "none" else args.mask, heatmap=not args.no_heatmap,
+                       labels_to_show=[] if args.mask == "none" else None, min_size=args.size)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    try:
+        written = write_bytes(out, buffer.getvalue(), force=args.force)
+    except ExportError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{written}: slice {k + 1} of {volume.shape[0]}, {rgb.shape[1]}x{rgb.shape[0]} pixels")
     return EXIT_OK
 
 

@@ -1,6 +1,9 @@
-"""The export commands as a user runs them: predict --dicom, report, anonymize."""
+"""The export commands as a user runs them: predict --dicom, report, render, anonymize."""
 
 import subprocess
+
+import numpy as np
+from PIL import Image
 
 import pydicom
 import pytest
@@ -75,6 +78,48 @@ def test_report_refuses_bad_requests(study, predicted, tmp_path, readonly_dir, c
     assert main(["report", str(study), "--out", str(readonly_dir / "r.pdf")]) == 1
     assert "readonly" in capsys.readouterr().err
     assert list(readonly_dir.iterdir()) == [] and not (tmp_path / "r.pdf").exists()
+
+
+def test_render_draws_a_slice_as_the_viewer_shows_it(study, predicted, tmp_path, capsys):
+    plain, overlaid = tmp_path / "plain.png", tmp_path / "overlaid.png"
+    assert main(["render", str(study), "--out", str(plain), "--slice", "5"]) == 0
+    assert "slice 5 of 10" in capsys.readouterr().out
+    image = np.asarray(Image.open(plain))
+    assert image.shape == (128, 128, 3) and (image[..., 0] == image[..., 1]).all()  # grey: no overlay
+    # with the predictions: their first finding's slice, the mask drawn in the manifest's colours, enlarged
+    assert main(["render", str(study), "--out", str(overlaid), "--predictions", str(predicted), "--mask", "fill",
+                 "--size", "300", "--window=-600/1500"]) == 0
+    out = capsys.readouterr().out
+    image = np.asarray(Image.open(overlaid)).astype(int)
+    assert image.shape == (384, 384, 3) and "384x384" in out
+    assert ((image[..., 2] - image[..., 0]) > 40).any()  # lung in blue
+    assert ((image[..., 0] - image[..., 2]) > 40).any()  # the nodule in red
+    # a window by preset name changes the picture
+    lung, bone = tmp_path / "lung.png", tmp_path / "bone.png"
+    assert main(["render", str(study), "--out", str(lung), "--window", "lung", "--slice", "5"]) == 0
+    assert main(["render", str(study), "--out", str(bone), "--window", "Bone", "--slice", "5"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(lung)), np.asarray(Image.open(bone)))
+
+
+def test_render_refuses_bad_requests(study, predicted, tmp_path, capsys):
+    target = tmp_path / "r.png"
+    for args, message in (
+        (["--out", str(tmp_path / "r.jpg")], "name the file .png"),
+        (["--out", str(target), "--slice", "0"], "--slice 0: the series has slices 1 to 10"),
+        (["--out", str(target), "--window", "sunset"], "--window sunset: not a preset of this series"),
+        (["--out", str(target), "--window", "1/x"], "write centre/width as two numbers"),
+        (["--out", str(target), "--predictions", str(tmp_path)], "no predictions.json"),
+    ):
+        assert main(["render", str(study), *args]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not target.exists()
+    assert main(["render", str(tmp_path / "missing"), "--out", str(target)]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+    target.write_bytes(b"keep")
+    assert main(["render", str(study), "--out", str(target)]) == 1
+    assert "already exists" in capsys.readouterr().err and target.read_bytes() == b"keep"
+    assert main(["render", str(study), "--out", str(target), "--force"]) == 0 and target.read_bytes() != b"keep"
 
 
 def test_anonymize_command(study, tmp_path, capsys):
