@@ -327,17 +327,25 @@ def _slice_index(number: int, volume, option: str) -> int:
     return number - 1
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from medviewer.export.report import write_report
-    from medviewer.export.safe import ExistsError, ExportError, check_targets
+def _output_file(args: argparse.Namespace, suffix: str, what: str) -> Path:
+    """``args.out``, refused before any work when its suffix is not ``suffix`` or it exists without ``--force``."""
+    from medviewer.export.safe import ExistsError, check_targets
 
     out = Path(args.out)
-    if out.suffix.lower() != ".pdf":
-        raise CommandError(f"{out}: the report is a PDF; name the file .pdf")
+    if out.suffix.lower() != suffix:
+        raise CommandError(f"{out}: {what}; name the file {suffix}")
     try:
         check_targets([out], args.force)
     except ExistsError as exc:
         raise CommandError(str(exc)) from None
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from medviewer.export.report import write_report
+    from medviewer.export.safe import ExportError
+
+    out = _output_file(args, ".pdf", "the report is a PDF")
     volume, prediction = _series_and_prediction(args)
     bookmarks = [_slice_index(number, volume, "--bookmark") for number in args.bookmark]
     try:
@@ -372,17 +380,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from medviewer.export.images import render_slice
-    from medviewer.export.safe import ExistsError, ExportError, check_targets, write_bytes
+    from medviewer.export.safe import ExportError, write_bytes
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise CommandError(f"{out}: the image is a PNG; name the file .png")
     if args.size < 0:
         raise CommandError(f"--size {args.size}: give a number of pixels, 0 or more")
-    try:
-        check_targets([out], args.force)
-    except ExistsError as exc:
-        raise CommandError(str(exc)) from None
+    out = _output_file(args, ".png", "the image is a PNG")
     volume, prediction = _series_and_prediction(args)
     if volume.is_color and args.window:
         raise CommandError(f"--window {args.window}: {args.path} holds colour images, which have no window")

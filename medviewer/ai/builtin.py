@@ -36,8 +36,8 @@ from medviewer.ai.data import (
     phantom_entry,
     split_by_group,
 )
-from medviewer.ai.device import configure_threads, device_name, select_device
 from medviewer.ai.demo_data import phantom_volume
+from medviewer.ai.device import configure_threads, device_name, select_device
 from medviewer.ai.infer import predict
 from medviewer.ai.manifest import InputSpec, Manifest, OutputLabel, json_safe
 from medviewer.ai.metrics import auc, classification_report, expected_calibration_error

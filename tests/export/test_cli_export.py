@@ -3,10 +3,9 @@
 import subprocess
 
 import numpy as np
-from PIL import Image
-
 import pydicom
 import pytest
+from PIL import Image
 
 from medviewer.ai.demo_data import write_phantom_dicom
 from medviewer.ai.phantom import PhantomConfig, generate_phantom
