@@ -28,6 +28,20 @@ def _print_error(message: str) -> None:
     print(f"medviewer: {message}", file=sys.stderr)
 
 
+def _series_output_command(sub, name: str, help_text: str, out_help: str, predictions_help: str):
+    """A command that reads one series (and optionally a predict folder) and writes one file: PATH, --out,
+    --predictions, --series, --force."""
+    command = sub.add_parser(name, help=help_text)
+    command.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
+    command.add_argument("--out", required=True, metavar="FILE", help=out_help)
+    command.add_argument("--predictions", metavar="DIR",
+                         help=f"a folder written by 'medviewer predict' {predictions_help}")
+    command.add_argument("--series", metavar="UID", help="which series (default: the predictions' series, else the "
+                         "one with most slices)")
+    command.add_argument("--force", action="store_true", help="replace an existing file")
+    return command
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medviewer",
@@ -79,36 +93,25 @@ def _parser() -> argparse.ArgumentParser:
                          "(Segmentation), sr.dcm (TID 1500 measurement report) and key-images/ (secondary captures)")
     predict.add_argument("--force", action="store_true", help="replace existing output files")
 
-    report = sub.add_parser("report", help="write the PDF report of a series, with the assistant's findings")
-    report.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
-    report.add_argument("--out", required=True, metavar="FILE", help="the PDF to write")
-    report.add_argument("--predictions", metavar="DIR", help="a folder written by 'medviewer predict' for this series")
-    report.add_argument("--series", metavar="UID", help="which series (default: the predictions' series, "
-                        "else the one with most slices)")
+    report = _series_output_command(sub, "report", "write the PDF report of a series, with the assistant's findings",
+                                    "the PDF to write", "for this series")
     report.add_argument("--bookmark", type=int, action="append", default=[], metavar="N",
                         help="also show slice N (1-based, as the viewer numbers them); repeatable")
     report.add_argument("--anonymize", action="store_true", help="leave out the patient's name, ID, birth date "
                         "and accession number")
-    report.add_argument("--force", action="store_true", help="replace an existing file")
 
-    render = sub.add_parser("render", help="one slice as the viewer shows it, as PNG (window, the assistant's "
-                            "overlays optional)")
-    render.add_argument("path", metavar="PATH", help="a series: file, folder, ZIP or DICOMDIR")
-    render.add_argument("--out", required=True, metavar="FILE", help="the PNG to write")
+    render = _series_output_command(sub, "render", "one slice as the viewer shows it, as PNG (window, the "
+                                    "assistant's overlays optional)", "the PNG to write",
+                                    "for this series: its mask and heatmap are drawn")
     render.add_argument("--slice", type=int, metavar="N", help="slice N, 1-based as the viewer numbers them (default: "
                         "the first finding's central slice with --predictions, else the middle slice)")
     render.add_argument("--window", metavar="C/W|NAME", help="centre/width in the modality's units, as "
                         "--window=-600/1500 (with '=': the centre may be negative), or a preset: lung, mediastinum, "
                         "bone, ... (default: the series' own)")
-    render.add_argument("--predictions", metavar="DIR", help="a folder written by 'medviewer predict' for this series: "
-                        "its mask and heatmap are drawn")
     render.add_argument("--mask", choices=("contour", "fill", "none"), default="contour", help="how the mask is drawn")
     render.add_argument("--no-heatmap", action="store_true", help="leave the Grad-CAM heatmap out")
     render.add_argument("--size", type=int, default=0, metavar="PX",
                         help="enlarge by a whole factor until the longer side is at least PX pixels")
-    render.add_argument("--series", metavar="UID", help="which series (default: the predictions' series, else the "
-                        "one with most slices)")
-    render.add_argument("--force", action="store_true", help="replace an existing file")
 
     anonymize = sub.add_parser("anonymize", help="write an anonymised copy of a series or study "
                                "(DICOM PS3.15 basic profile); the originals are never changed")
