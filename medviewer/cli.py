@@ -444,7 +444,9 @@ def cmd_info(paths: list[str], *, as_json: bool, pixels: bool) -> int:
     for refused in document["refused"]:
         _print_error(f"{refused['path']}: {refused['reason']}")
     if not document["studies"]:
-        _print_error("nothing could be opened in " + ", ".join(paths))
+        # A single refused file says it all in its one line; otherwise a summary names what was given.
+        if len(document["refused"]) != 1:
+            _print_error("nothing could be opened in " + ", ".join(paths))
         return EXIT_FAILED
     return EXIT_OK
 

@@ -193,6 +193,10 @@ def to_rgb8(array: np.ndarray, instance: Instance, palette=None) -> np.ndarray:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    text = text.splitlines()[0] if text else type(exc).__name__
-    return text[:160]
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:  # "... raised by all available plugins:" then one per plugin
+        text = f"{text} {'; '.join(lines[1:3])}"
+    return text[:200]

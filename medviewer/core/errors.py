@@ -24,6 +24,10 @@ class LoadError(MedViewerError):
     """A series (or file) could not be loaded."""
 
 
+class WorkerCrashed(Exception):
+    """A pool process died while working on one file (a native codec aborted or crashed)."""
+
+
 class Cancelled(Exception):
     """The user cancelled a long operation."""
 

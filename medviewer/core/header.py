@@ -277,7 +277,33 @@ def _apply_defaults(ds: Dataset, instance: Instance) -> None:
 
 
 def read_instance(source: Source, keep_header: bool = True) -> Instance | Refused:
-    """Read ``source``'s header and describe it, or say in plain words why it is refused."""
+    """Read ``source``'s header and describe it, or say in plain words why it is refused.
+
+    Never raises for a bad file: whatever reading it throws (pydicom, numpy, Pillow, nibabel,
+    a codec) becomes its refusal reason. Warnings and what native code writes to stderr while
+    it is read become the file's notes (its warnings), or the tail of its refusal reason.
+    """
+    from medviewer.core.capture import captured
+
+    with captured() as messages:
+        try:
+            result = _read_instance(source, keep_header)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except RecursionError:
+            result = Refused(source.name, "nesting too deep (sequences within sequences), not read")
+        except MemoryError:
+            result = Refused(source.name, "file too large to read")
+        except BaseException as exc:  # noqa: BLE001 - any failure is this file's, not the scan's
+            # (pyo3's PanicException from the Rust codecs is a BaseException)
+            result = Refused(source.name, f"could not be read ({type(exc).__name__}: {_short(exc)})")
+    if messages:
+        if isinstance(result, Instance):
+            result.notes.extend(m for m in messages if m not in result.notes)
+    return result
+
+
+def _read_instance(source: Source, keep_header: bool = True) -> Instance | Refused:
     try:
         size = source.size()
     except (OSError, KeyError) as exc:
@@ -298,7 +324,12 @@ def read_instance(source: Source, keep_header: bool = True) -> Instance | Refuse
                 from medviewer.core.raster import read_raster_header
 
                 return read_raster_header(source, fp)
-            return _read_dicom(source, fp, head, size, keep_header)
+            try:
+                return _read_dicom(source, fp, head, size, keep_header)
+            except (OSError, MemoryError, RecursionError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on damaged elements
+                return Refused(source.name, f"damaged DICOM header ({_short(exc)})")
     except OSError as exc:
         return Refused(source.name, _os_reason(exc))
     except MemoryError:
@@ -330,9 +361,7 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
     if not has_preamble and not _plausible_raw_dicom(head):
         return Refused(source.name, "not a DICOM file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
     except InvalidDicomError:
         return Refused(source.name, "not a DICOM file")
     except (EOFError, struct.error, ValueError, TypeError, KeyError, IndexError, OverflowError,

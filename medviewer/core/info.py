@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
-from medviewer.core.errors import Cancelled, CancelToken, is_cancelled
-from medviewer.core.header import Instance
+from medviewer.core.errors import Cancelled, CancelToken, WorkerCrashed, is_cancelled
+from medviewer.core.header import UNCOMPRESSED, Instance
 from medviewer.core.series import ScanResult, Series
 from medviewer.core.sources import Refused
 
@@ -34,7 +34,23 @@ def stored_pixels(instance: Instance) -> np.ndarray:
             buffer = np.empty(instance.frame_bytes, dtype=np.uint8)
             out.append(read_native_frame(instance, frame, buffer).copy())
         return np.stack(out)
-    arrays, palette = decode_frames(instance, frames)
+    if instance.kind == "dicom" and instance.transfer_syntax not in UNCOMPRESSED:
+        # Compressed frames are decoded in a pool process: a codec that crashes there costs
+        # that process, and the file is refused as "decoder crashed".
+        from medviewer.core.load import CRASHED, decode_job
+        from medviewer.core.pool import run_isolated
+
+        try:
+            arrays, palette, messages = run_isolated(decode_job, instance, frames)
+        except WorkerCrashed:
+            raise DecodeError(CRASHED) from None
+        instance.notes.extend(m for m in messages if m not in instance.notes)
+    else:
+        from medviewer.core.capture import captured
+
+        with captured() as messages:
+            arrays, palette = decode_frames(instance, frames)
+        instance.notes.extend(m for m in messages if m not in instance.notes)
     if instance.samples_per_pixel == 3:
         arrays = [to_rgb8(a, instance, palette) for a in arrays]
     return np.stack(arrays)
@@ -111,6 +127,7 @@ def describe(
     total = sum(len(s.instances) for s in result.series) if pixels else 0
     done = 0
     studies = []
+    counts = {"series": 0, "images": 0}
     for study in result.studies:
         series_list = []
         for series in study.series:
@@ -129,15 +146,34 @@ def describe(
                         raise Cancelled("info cancelled")
                     try:
                         item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3)
-                    except (DecodeError, OSError, ValueError, MemoryError) as exc:
-                        item["pixels"] = {"error": str(exc)}
-                        refused.append(Refused(instance.source.name, str(exc)))
+                    except Cancelled:
+                        raise
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - one image's failure is that image's
+                        # Nothing of it decodes: it is refused, not listed with a blank image.
+                        reason = str(exc) if isinstance(exc, (DecodeError, OSError)) and str(exc) else (
+                            f"could not be decoded ({type(exc).__name__}: {exc})")
+                        refused.append(Refused(instance.source.name, reason))
+                        item = None
                     done += 1
                     if progress:
                         progress(done, total)
-                instances.append(item)
+                if item is not None:
+                    item["warnings"] = list(instance.notes)
+                    instances.append(item)
+            if not instances:
+                continue
+            for note in (n for inst in series.instances for n in inst.notes):
+                if note not in entry["warnings"]:
+                    entry["warnings"].append(note)
             entry["images"] = instances
+            entry["instances"] = len(instances)
+            counts["series"] += 1
+            counts["images"] += len(instances)
             series_list.append(entry)
+        if not series_list:
+            continue
         studies.append({
             "study_instance_uid": study.uid,
             "patient_name": study.patient_name,
@@ -152,9 +188,9 @@ def describe(
         "studies": studies,
         "refused": [{"path": r.path, "reason": r.reason} for r in refused],
         "summary": {
-            "studies": len(result.studies),
-            "series": len(result.series),
-            "images": sum(len(s.instances) for s in result.series),
+            "studies": len(studies),
+            "series": counts["series"],
+            "images": counts["images"],
             "refused": len(refused),
         },
     }

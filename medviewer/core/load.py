@@ -26,15 +26,39 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
-from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, is_cancelled
+from medviewer.core.capture import clean
+from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, WorkerCrashed, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
-from medviewer.core.pool import process_pool, worker_count
+from medviewer.core.pool import process_pool, replace_broken, run_isolated, worker_count
 from medviewer.core.series import FrameRef, Series
 from medviewer.core.volume import SliceInfo, VoiLut, Volume
 
 _INTEGER_LADDER = [np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.float32)]
 # Frames of one multi-frame instance handed to one pool task.
 _FRAMES_PER_TASK = 8
+
+
+def decode_job(instance: Instance, frames: list[int]) -> tuple[list[np.ndarray], object, list[str]]:
+    """:func:`decode_frames` with what the codecs say on the side collected (runs in a pool
+    process): (arrays, palette, messages). Any failure is a :class:`DecodeError` naming it."""
+    from medviewer.core.capture import captured
+
+    with captured() as messages:
+        try:
+            arrays, palette = decode_frames(instance, frames)
+        except DecodeError:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            raise DecodeError("not enough memory to decode the frames") from None
+        except BaseException as exc:  # noqa: BLE001 - a decoder's failure is the file's, not the program's
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise DecodeError(f"could not be decoded ({text})") from None
+    return arrays, palette, messages
+
+
+CRASHED = "could not be decoded (decoder crashed)"
 
 
 def _is_integral(value: float) -> bool:
@@ -265,17 +289,51 @@ def load(
                 return
         for k in ready:
             on_slice(volume, k)
+    lost: list[list[int]] = []
+    notes: list[str] = []
+
+    def finish(kind: str, ks: list[int], future: Future) -> None:
+        nonlocal done
+        try:
+            result = future.result()
+            if kind == "pooled":
+                arrays, palette, messages = result
+                put_decoded(ks, arrays, palette)
+                notes.extend(messages)
+        except DecodeError as exc:
+            for k in ks:
+                failures[k] = str(exc)
+        except (KeyboardInterrupt, SystemExit, Cancelled):
+            raise
+        except MemoryError:
+            for k in ks:
+                failures[k] = "not enough memory to decode this frame"
+        except OSError as exc:
+            for k in ks:
+                failures[k] = f"could not be read ({exc.strerror or exc})"
+        except BaseException as exc:  # noqa: BLE001 - one job's failure is its frames', not the load's
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            for k in ks:
+                failures[k] = f"could not be decoded ({text})"
+        volume.voxels = target.voxels
+        done += len(ks)
+        announce(ks)
+        if progress:
+            progress(done, total)
+
     try:
         for kind, ks in split_jobs:
             inst = frames[ks[0]].instance
             if kind == "decode" and pool is not None and _pooled(inst):
                 try:
-                    future = pool.submit(decode_frames, inst, [frames[k].frame for k in ks])
+                    future = pool.submit(decode_job, inst, [frames[k].frame for k in ks])
                     pending[future] = ("pooled", ks)
                     submitted[future] = len(submitted)
                     continue
                 except (BrokenProcessPool, RuntimeError):
-                    pool = None
+                    # The pool broke under an earlier job: decoded in a fresh process later.
+                    lost.append(ks)
+                    continue
             future = threads.submit(read_fast if kind == "fast" else decode_here, *( [ks[0]] if kind == "fast" else [ks]))
             pending[future] = (kind, ks)
             submitted[future] = len(submitted)
@@ -286,24 +344,33 @@ def load(
             finished, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=submitted.__getitem__):
                 kind, ks = pending.pop(future)
+                if kind == "pooled" and _broken(future):
+                    # A codec crashed a pool process (or the pool went down with another job's
+                    # crash): decoded again below, alone, in a fresh process. Never here.
+                    lost.append(ks)
+                    continue
+                finish(kind, ks, future)
+        if lost:
+            replace_broken(pool)
+            for ks in lost:
+                if is_cancelled(cancel):
+                    raise Cancelled("load cancelled")
+                inst = frames[ks[0]].instance
                 try:
-                    result = future.result()
-                    if kind == "pooled":
-                        arrays, palette = result
-                        put_decoded(ks, arrays, palette)
-                except BrokenProcessPool:
-                    # A codec crashed a pool process: decode here instead, one job at a time.
-                    try:
-                        decode_here(ks)
-                    except DecodeError as exc:
-                        for k in ks:
-                            failures[k] = str(exc)
+                    arrays, palette, messages = run_isolated(decode_job, inst, [frames[k].frame for k in ks])
+                    put_decoded(ks, arrays, palette)
+                    notes.extend(messages)
+                except WorkerCrashed:
+                    for k in ks:
+                        failures[k] = CRASHED
                 except DecodeError as exc:
                     for k in ks:
                         failures[k] = str(exc)
-                except (OSError, ValueError, MemoryError) as exc:
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001
                     for k in ks:
-                        failures[k] = f"could not be read ({exc})"
+                        failures[k] = f"could not be decoded ({type(exc).__name__}: {exc})"
                 volume.voxels = target.voxels
                 done += len(ks)
                 announce(ks)
@@ -315,6 +382,9 @@ def load(
         threads.shutdown(wait=True, cancel_futures=True)
 
     volume.voxels = target.voxels
+    for note in clean(notes):
+        if note not in volume.warnings:
+            volume.warnings.append(note)
     if failures:
         if len(failures) == count:
             k = min(failures)
@@ -328,6 +398,16 @@ def load(
         more = f"; and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
         volume.warnings.append(f"{len(failures)} slice(s) could not be decoded and are shown blank: {detail}{more}")
     return volume
+
+
+def _broken(future: Future) -> bool:
+    try:
+        future.result()
+    except BrokenProcessPool:
+        return True
+    except BaseException:  # noqa: BLE001 - other failures are handled by the caller
+        return False
+    return False
 
 
 def _make_volume(series: Series, voxels: np.ndarray) -> Volume:

@@ -12,7 +12,12 @@ import atexit
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -43,8 +48,56 @@ def process_pool() -> ProcessPoolExecutor | None:
             context = multiprocessing.get_context(method)
             if method == "forkserver":
                 context.set_forkserver_preload(["medviewer.core.decode"])
-            _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=context)
+            _pool = ProcessPoolExecutor(max_workers=worker_count(), mp_context=context,
+                                        initializer=_worker_start)
         return _pool
+
+
+def _worker_start() -> None:
+    # What codecs write to stderr becomes the warnings of the file being read (see capture).
+    from medviewer.core.capture import capture_for_life
+
+    capture_for_life()
+
+
+def replace_broken(pool: ProcessPoolExecutor | None) -> None:
+    """Drop ``pool`` after one of its processes died (a codec crashed): the next
+    :func:`process_pool` starts fresh processes. Its other processes are stopped."""
+    global _pool
+    if pool is None:
+        return
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+    except Exception:  # noqa: BLE001 - a broken pool may fail to shut down cleanly; it is dropped anyway
+        pass
+
+
+def run_isolated(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a pool process, never in this one: a native crash there (abort,
+    segmentation fault) costs that process, not the program.
+
+    If the pool breaks while this call runs it is replaced and the call is tried once more, alone;
+    should it break the fresh pool too, :class:`~medviewer.core.errors.WorkerCrashed` is raised.
+    Without a pool (one core) the call runs here.
+    """
+    from medviewer.core.errors import WorkerCrashed
+
+    for attempt in range(2):
+        pool = process_pool()
+        if pool is None:
+            return function(*args)
+        try:
+            return pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            replace_broken(pool)
+        except RuntimeError as exc:  # submitted to a pool that was shut down meanwhile
+            if "shutdown" not in str(exc) and "broken" not in str(exc).lower():
+                raise
+            replace_broken(pool)
+    raise WorkerCrashed("the decoder crashed")
 
 
 def _main_importable() -> bool:

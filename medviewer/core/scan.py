@@ -10,9 +10,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
-from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
+from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, WorkerCrashed, is_cancelled
 from medviewer.core.header import Instance, read_instance
-from medviewer.core.pool import process_pool
+from medviewer.core.pool import process_pool, replace_broken, run_isolated
 from medviewer.core.series import ScanResult, build_series, refused_sorted
 from medviewer.core.sources import Refused, Source, iter_sources, prefetch
 
@@ -22,8 +22,13 @@ CHUNK = 16
 
 
 def read_instances(sources: Sequence[Source]) -> list[Instance | Refused]:
-    """Read headers of a batch of sources (runs in a pool process)."""
+    """Read headers of a batch of sources (runs in a pool process). Never raises for a bad file."""
     return [read_instance(source, keep_header=False) for source in sources]
+
+
+def _failed(source: Source, exc: BaseException) -> Refused:
+    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return Refused(source.name, f"could not be read ({type(exc).__name__}{': ' + text if text else ''})")
 
 
 def scan(
@@ -78,17 +83,28 @@ def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel
     try:
         futures = [pool.submit(read_instances, chunk) for chunk in chunks]
     except (BrokenProcessPool, RuntimeError):
-        return _read_all(sources, progress, cancel, parallel=False)
+        replace_broken(pool)
+        futures = []
     done = 0
+    # Batches lost to a dead pool process: their files are read again one at a time in fresh
+    # processes (never here: what crashed a process would crash this one).
+    lost: list[Source] = []
     try:
-        for chunk, future in zip(chunks, futures):
+        for index, chunk in enumerate(chunks):
             if is_cancelled(cancel):
                 raise Cancelled("scan cancelled")
+            if index >= len(futures):
+                lost.extend(chunk)
+                continue
             try:
-                batch = future.result()
+                batch = futures[index].result()
             except BrokenProcessPool:
-                # A pool process died (a crashing codec or parser): read this batch here.
-                batch = [read_instance(source) for source in chunk]
+                lost.extend(chunk)
+                continue
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - e.g. a result that did not unpickle
+                batch = [_failed(source, exc) for source in chunk]
             results.extend(batch)
             done += len(batch)
             if progress:
@@ -96,4 +112,24 @@ def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel
     finally:
         for future in futures:
             future.cancel()
+    if lost:
+        replace_broken(pool)
+        for source in lost:
+            if is_cancelled(cancel):
+                raise Cancelled("scan cancelled")
+            results.append(_read_isolated(source))
+            done += 1
+            if progress:
+                progress(done, total)
     return results
+
+
+def _read_isolated(source: Source) -> Instance | Refused:
+    try:
+        return run_isolated(read_instances, [source])[0]
+    except WorkerCrashed:
+        return Refused(source.name, "could not be read (the reader crashed on this file)")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        return _failed(source, exc)

@@ -6,6 +6,7 @@ contract for cancel, progress and ``on_slice``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -509,3 +510,156 @@ def _first_reported(series) -> list[int]:
     medviewer.load(series, on_slice=lambda volume, k: seen.append(k), cancel=busy_cancel, parallel=False)
     assert sorted(seen) == list(range(len(series)))
     return seen
+
+
+# --- one bad file never loses the others (any exception, any codec chatter, a dead worker) -------
+
+
+def bad_vr(data: bytes) -> bytes:
+    """An element's VR bytes replaced by '0x55 0x00' (unknown to pydicom) in (0008,0016)."""
+    at = data.find(b"\x08\x00\x16\x00UI")
+    assert at > 0
+    return data[:at + 4] + b"\x55\x00" + data[at + 6:]
+
+
+@pytest.fixture
+def damaged_and_intact(tmp_path, pydicom_file) -> Path:
+    """60 files with an unknown VR (enough for the process pool) and 5 intact slices."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    source = pydicom_file("CT_small.dcm")
+    damaged = bad_vr(Path(source).read_bytes())
+    for k in range(60):
+        (folder / f"bad{k:03d}.dcm").write_bytes(damaged)
+    for k in range(5):
+        ds = pydicom.dcmread(source)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[f"intact{k}"])
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0, 0, 5 * k]
+        ds.save_as(folder / f"good{k}.dcm")
+    return folder
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_unknown_vr_refuses_that_file_and_the_scan_goes_on(damaged_and_intact, parallel):
+    result = medviewer.scan(damaged_and_intact, parallel=parallel)
+    assert [len(s.instances) for s in result.series] == [5]
+    assert len(result.refused) == 60
+    for refused in result.refused:
+        assert refused.reason.startswith("damaged DICOM header (Unknown Value Representation '0x55 0x00'")
+        assert "\n" not in refused.reason
+
+
+def test_cli_info_json_reports_the_intact_files(damaged_and_intact, capfd):
+    code = cli_main(["info", "--json", str(damaged_and_intact)])
+    captured = capfd.readouterr()
+    assert code == 0
+    _no_traceback(captured)
+    document = json.loads(captured.out)
+    assert document["summary"]["images"] == 5 and document["summary"]["refused"] == 60
+    assert len(captured.err.strip().splitlines()) == 60  # one line per refused file
+    assert "unexpected error" not in captured.err
+
+
+def test_only_frame_fails_to_decode_is_refused_in_one_line(pydicom_file, capfd):
+    path = pydicom_file("JPEG2000-embedded-sequence-delimiter.dcm")
+    code = cli_main(["info", path])
+    captured = capfd.readouterr()
+    assert code == 1
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"medviewer: {path}: frame 1 could not be decoded")
+    # OpenJPEG's own stderr lines are captured, never shown.
+    assert "Invalid number of tiles" not in captured.err + captured.out
+    code = cli_main(["info", "--json", path])
+    document = json.loads(capfd.readouterr().out)
+    assert code == 1 and document["studies"] == [] and document["summary"]["images"] == 0
+    assert document["refused"][0]["path"] == path
+
+
+def test_pydicom_warnings_become_the_files_warnings(pydicom_file, capfd):
+    # pydicom reads this file with a UserWarning ("Expected explicit VR, but found implicit VR").
+    path = pydicom_file("SC_rgb_jpeg.dcm")
+    code = cli_main(["info", "--json", path])
+    captured = capfd.readouterr()
+    assert code == 0
+    assert captured.err == "", captured.err
+    document = json.loads(captured.out)
+    series = document["studies"][0]["series"][0]
+    expected = "Expected explicit VR, but found implicit VR - using implicit VR for reading"
+    assert expected in series["images"][0]["warnings"]
+    assert expected in series["warnings"]
+    (scanned,) = medviewer.scan(path, parallel=False).series
+    assert expected in scanned.warnings  # what the GUI's panel shows
+
+
+def _abort_decode_job(instance, frames):
+    """Stands in for the decoder in a pool process: dies as a native codec abort would."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.abort()
+
+
+def _abort_on_bad_reads(sources):
+    """Stands in for the header reader: aborts the pool process on a file named crash*."""
+    from medviewer.core.scan import read_instance
+
+    if any(os.path.basename(s.path).startswith("crash") for s in sources):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.abort()
+    return [read_instance(s, keep_header=False) for s in sources]
+
+
+needs_pool = pytest.mark.skipif(
+    __import__("medviewer.core.pool", fromlist=["worker_count"]).worker_count() < 2,
+    reason="needs a process pool (2 or more cores)")
+
+
+@needs_pool
+def test_decoder_crash_in_a_worker_marks_the_file_and_is_not_retried_here(pydicom_file, monkeypatch):
+    load_module = importlib.import_module("medviewer.core.load")
+    from medviewer.core.errors import LoadError
+
+    result = medviewer.scan(pydicom_file("MR_small_RLE.dcm"), parallel=False)
+    (series,) = result.series
+    calls = []
+    real_decode_frames = load_module.decode_frames
+    # Had the crashed decode been retried in this process, it would have come through here.
+    monkeypatch.setattr(load_module, "decode_frames", lambda *a: calls.append(a) or real_decode_frames(*a))
+    monkeypatch.setattr(load_module, "decode_job", _abort_decode_job)
+    with pytest.raises(LoadError) as caught:
+        medviewer.load(series)
+    assert caught.value.reason == "could not be decoded (decoder crashed)"
+    assert calls == []
+    monkeypatch.undo()
+    # The dead worker was replaced: the next load decodes in fresh processes.
+    volume = medviewer.load(series)
+    assert volume.voxels.shape == (1, 64, 64)
+
+
+@needs_pool
+def test_decoder_crash_in_info_refuses_that_file(pydicom_file, monkeypatch, capfd):
+    load_module = importlib.import_module("medviewer.core.load")
+
+    monkeypatch.setattr(load_module, "decode_job", _abort_decode_job)
+    path = pydicom_file("MR_small_RLE.dcm")
+    code = cli_main(["info", path])
+    captured = capfd.readouterr()
+    assert code == 1
+    assert captured.err.strip().splitlines() == [f"medviewer: {path}: could not be decoded (decoder crashed)"]
+
+
+@needs_pool
+def test_reader_crash_in_a_worker_refuses_only_that_file(damaged_and_intact, pydicom_file, monkeypatch):
+    scan_module = importlib.import_module("medviewer.core.scan")
+
+    shutil.copy(pydicom_file("CT_small.dcm"), damaged_and_intact / "crash.dcm")
+    monkeypatch.setattr(scan_module, "read_instances", _abort_on_bad_reads)
+    result = medviewer.scan(damaged_and_intact, parallel=True)
+    assert [len(s.instances) for s in result.series] == [5]
+    reasons = {os.path.basename(r.path): r.reason for r in result.refused}
+    assert reasons.pop("crash.dcm") == "could not be read (the reader crashed on this file)"
+    assert len(reasons) == 60
