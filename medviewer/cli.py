@@ -201,9 +201,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             print()
     broken = [p for p in packages if p.manifest is None]
     for info in broken:
-        _print_error(f"{info.path}: {info.error}")
+        error = info.error or "unusable package"
+        _print_error(error if error.startswith(str(info.path)) else f"{info.path}: {error}")
     if not packages:
         _print_error("no model packages found")
+        return EXIT_FAILED
+    # A package the user named that cannot be used is a failure; broken ones found by looking are listed.
+    if any(info.source == "path" for info in broken):
         return EXIT_FAILED
     return EXIT_OK
 
@@ -221,7 +225,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise CommandError(f"{out}: exists and is not a folder")
     if args.model:
+        from medviewer.ai.package import PackageError, find_model
+
         models = list(args.model)
+        for model in models:  # a bad package is named before the series is read
+            try:
+                find_model(model)
+            except PackageError as exc:
+                raise CommandError(f"model {exc}") from None
+            except OSError as exc:
+                raise CommandError(f"model {model}: cannot be read ({exc.strerror or exc})") from None
     else:
         models = [info.path for info in find_packages() if info.manifest is not None and info.source == "builtin"]
         if not models:

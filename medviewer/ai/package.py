@@ -139,13 +139,47 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     if not file.is_file():
         raise PackageError(str(folder), f"no {MANIFEST}: not a model package")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        size = file.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise PackageError(str(file), f"is {size} bytes, more than a manifest holds ({MAX_MANIFEST_BYTES}): not read")
+        text = file.read_text(encoding="utf-8")
+        depth = json_depth(text)
+        if depth > MAX_MANIFEST_DEPTH:
+            raise PackageError(str(file), f"nested {depth} levels deep (at most {MAX_MANIFEST_DEPTH}): not read")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PackageError(str(file), f"cannot be read as JSON ({exc})") from None
     try:
         return Manifest.from_dict(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PackageError(str(folder), str(exc)) from None
+
+
+# A manifest is a few kB of shallow JSON; anything far beyond that is refused before parsing.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MANIFEST_DEPTH = 32
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON ``text`` (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _checked_weights(folder: Path, manifest: Manifest) -> bytes:
@@ -245,7 +279,9 @@ def find_packages(extra: tuple | list = ()) -> list[PackageInfo]:
             except PackageError as exc:
                 found.append(PackageInfo(folder, None, source, str(exc)))
             except OSError as exc:
-                found.append(PackageInfo(folder, None, source, f"{folder}: {exc}"))
+                found.append(PackageInfo(folder, None, source, f"{folder}: {exc.strerror or exc}"))
+            except Exception as exc:  # noqa: BLE001 - one broken package never hides the others
+                found.append(PackageInfo(folder, None, source, f"{folder}: unusable package ({type(exc).__name__}: {exc})"))
     return found
 
 

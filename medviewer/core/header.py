@@ -458,13 +458,27 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
         if syntax == DeflatedExplicitVRLittleEndian:
             remaining = value_length
         if value_length < expected or remaining < expected:
-            found = min(value_length, remaining)
+            found = max(0, min(value_length, remaining))
+            if expected > 1 << 30:
+                return Refused(source.name, (
+                    f"truncated pixel data: the header claims {_size(expected)} ({rows} x {columns} pixels x "
+                    f"{frames} frame(s)) but the file holds {_size(found)}; refused before reading"))
             return Refused(source.name, f"truncated pixel data (expected {expected} bytes, found {found})")
         if syntax in NATIVE_LITTLE_ENDIAN and bits_allocated in (8, 16, 32) and source.member is None:
             instance.pixel_offset = value_offset
     else:
         if remaining < 16:
             return Refused(source.name, "truncated pixel data (compressed data missing)")
+        # Every compressed frame is at least one 8-byte item: a claim of more frames than that
+        # is checked here, before anything is built per frame.
+        if frames > remaining // 8:
+            return Refused(source.name, (f"NumberOfFrames {frames} is more than the {_size(remaining)} of compressed "
+                                         f"pixel data can hold; refused before reading"))
+        decoded = rows * columns * samples * frames * max(bits_allocated, 8) // 8
+        if decoded > MAX_CLAIM_BYTES and decoded > MAX_COMPRESSION_RATIO * remaining:
+            return Refused(source.name, (
+                f"the header claims {_size(decoded)} of pixels ({rows} x {columns} x {frames} frame(s)) from "
+                f"{_size(remaining)} of compressed data, more than any codec packs; refused before decoding"))
         fp.seek(max(value_offset, size - 256))
         tail = fp.read()
         if b"\xfe\xff\xdd\xe0" not in tail and b"\xff\xfe\xe0\xdd" not in tail:
@@ -478,6 +492,19 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         return Refused(source.name, f"unreadable geometry attributes ({_short(exc)})")
     return instance
+
+
+# Claims above this size must be backed by the bytes in the file (compressed: at most this ratio).
+MAX_CLAIM_BYTES = 256 << 20
+MAX_COMPRESSION_RATIO = 2000
+
+
+def _size(count: int) -> str:
+    """A byte count in plain words: 1.2 kB, 400.0 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def decoder_missing(syntax: str) -> str | None:

@@ -7,12 +7,16 @@ sources, and reports what it could not reach as :class:`Refused` entries instead
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
+import stat
+import threading
 import warnings
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,26 +50,183 @@ class Source:
         return os.path.splitext(name)[1]
 
     def open(self) -> BinaryIO:
-        """A seekable binary file object; the caller closes it."""
+        """A seekable binary file object; the caller closes it.
+
+        Only regular files are opened (a named pipe would block, a device never ends): the
+        check is made on the open descriptor, so a file swapped for a pipe after the scan is
+        refused too. A ZIP member is streamed, never read whole.
+        """
         if self.member is None:
-            return open(self.path, "rb")
+            return open_regular(self.path)
+        info = _member_info(self.path, self.member)
+        reason = member_refusal(info)
+        if reason:
+            raise OSError(reason)
         try:
-            with zipfile.ZipFile(self.path) as archive:
-                return io.BytesIO(archive.read(self.member))
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            return _MemberFile(_archive(self.path).open(info))
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError, RuntimeError) as exc:
             # A bad CRC, corrupt deflate data, a cut-off member or an unsupported compression
             # method (Deflate64): an unreadable file like any other, not a crash of the scan.
             raise OSError(f"damaged ZIP member ({exc})") from None
 
     def read_bytes(self) -> bytes:
         with self.open() as fp:
-            return fp.read()
+            try:
+                return fp.read()
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise OSError(f"damaged ZIP member ({exc})") from None
 
     def size(self) -> int:
         if self.member is None:
-            return os.path.getsize(self.path)
-        with zipfile.ZipFile(self.path) as archive:
-            return archive.getinfo(self.member).file_size
+            info = os.stat(self.path)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(not_regular_reason(info.st_mode))
+            return info.st_size
+        return _member_info(self.path, self.member).file_size
+
+
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+
+
+class _MemberFile(io.RawIOBase):
+    """A ZIP member streamed (seekable: backwards by reading again from its start), whose
+    damage (bad CRC, corrupt deflate data) surfaces as ``OSError("damaged ZIP member ...")``."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _ZIP_ERRORS as exc:
+            raise OSError(f"damaged ZIP member ({exc})") from None
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._stream.seek(offset, whence)
+        except _ZIP_ERRORS as exc:
+            raise OSError(f"damaged ZIP member ({exc})") from None
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
+
+
+def not_regular_reason(mode: int) -> str:
+    """Why a path that is neither a regular file nor a folder is skipped, unopened."""
+    what = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"not a regular file ({what}), skipped without opening it" if what != "not a regular file" else (
+        "not a regular file, skipped without opening it")
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only: never blocks on a pipe or reads a device."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(not_regular_reason(mode))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# Caps on ZIP archives: what a member may claim, and how much it may expand.
+MAX_ZIP_MEMBERS = 200_000
+MAX_MEMBER_BYTES = 4 << 30
+MAX_ARCHIVE_BYTES = 64 << 30
+# Deflate expands at most ~1032:1; a member claiming more than this ratio over this size is a bomb.
+MAX_MEMBER_RATIO = 1100
+RATIO_CHECKED_ABOVE = 64 << 20
+
+_archives_lock = threading.Lock()
+_archives: OrderedDict[str, tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]] = OrderedDict()
+_ARCHIVES_KEPT = 4
+
+
+def _archive_entry(path: str) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
+    """The archive at ``path``, opened once and kept (its central directory read once, not per
+    member: an archive of 100,000 members would otherwise take hours)."""
+    with _archives_lock:
+        entry = _archives.get(path)
+        if entry is not None:
+            _archives.move_to_end(path)
+            return entry
+    fp = open_regular(path)
+    try:
+        archive = zipfile.ZipFile(fp)
+    except BaseException:
+        fp.close()
+        raise
+    entry = (archive, {info.filename: info for info in archive.infolist()})
+    with _archives_lock:
+        _archives[path] = entry
+        while len(_archives) > _ARCHIVES_KEPT:
+            _, (old, _) = _archives.popitem(last=False)
+            old.close()
+    return entry
+
+
+def _archive(path: str) -> zipfile.ZipFile:
+    try:
+        return _archive_entry(path)[0]
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        raise OSError(f"damaged ZIP archive ({exc})") from None
+
+
+def _member_info(path: str, member: str) -> zipfile.ZipInfo:
+    try:
+        infos = _archive_entry(path)[1]
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        raise OSError(f"damaged ZIP archive ({exc})") from None
+    info = infos.get(member)
+    if info is None:
+        raise KeyError(member)
+    return info
+
+
+def member_refusal(info: zipfile.ZipInfo) -> str | None:
+    """Why a ZIP member is not read, from what the archive's directory claims; None if it may be."""
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"ZIP member too large ({info.file_size / 2**30:.1f} GB uncompressed), not read"
+    if info.file_size > RATIO_CHECKED_ABOVE and info.file_size > MAX_MEMBER_RATIO * max(info.compress_size, 1):
+        return (f"ZIP member expands {info.file_size // max(info.compress_size, 1)}-fold "
+                f"({info.compress_size} bytes to {info.file_size}): a ZIP bomb, not read")
+    return None
+
+
+def unsafe_member_name(name: str) -> bool:
+    """True for a member name that would escape the folder it is unpacked into."""
+    if not name or "\x00" in name:
+        return True
+    normal = name.replace("\\", "/")
+    if normal.startswith("/") or re.match(r"^[A-Za-z]:", normal):
+        return True
+    return any(part == ".." for part in normal.split("/"))
 
 
 @dataclass(frozen=True)
@@ -112,11 +273,32 @@ def iter_sources(paths: Iterable[str | os.PathLike]) -> Iterator[Source | Refuse
 
 
 def _expand(path: str, explicit: bool) -> Iterator[Source | Refused]:
-    if not os.path.exists(path):
-        yield Refused(path, "no such file or folder")
+    # Everything is decided on stat results: nothing that is not a regular file is opened (a
+    # named pipe would block the scan, /dev/zero never ends).
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            yield Refused(path, "broken symbolic link (its target does not exist)")
+        else:
+            yield Refused(path, "no such file or folder")
         return
-    if os.path.isdir(path):
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            yield Refused(path, "symbolic link loop, not followed")
+        elif isinstance(exc, PermissionError):
+            yield Refused(path, "cannot be read: permission denied")
+        else:
+            yield Refused(path, f"cannot be read: {exc.strerror or exc}")
+        return
+    except ValueError:  # a NUL byte in the name
+        yield Refused(path, "invalid file name")
+        return
+    if stat.S_ISDIR(info.st_mode):
         yield from _walk(path)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        yield Refused(path, not_regular_reason(info.st_mode))
         return
     if not os.access(path, os.R_OK):
         yield Refused(path, "cannot be read: permission denied")
@@ -147,7 +329,7 @@ def _walk(folder: str) -> Iterator[Source | Refused]:
 
 def _looks_like_zip(path: str) -> bool:
     try:
-        with open(path, "rb") as fp:
+        with open_regular(path) as fp:
             return fp.read(4) == b"PK\x03\x04"
     except OSError:
         return False
@@ -155,10 +337,18 @@ def _looks_like_zip(path: str) -> bool:
 
 def _zip(path: str) -> Iterator[Source | Refused]:
     try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        _, by_name = _archive_entry(path)
+        infos = list(by_name.values())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error) as exc:
         yield Refused(path, f"damaged or unreadable ZIP archive ({exc})")
+        return
+    if len(infos) > MAX_ZIP_MEMBERS:
+        yield Refused(path, f"ZIP archive has {len(infos)} members, more than {MAX_ZIP_MEMBERS} are not read")
+        return
+    claimed = sum(info.file_size for info in infos)
+    if claimed > MAX_ARCHIVE_BYTES:
+        yield Refused(path, f"ZIP archive claims {claimed / 2**30:.0f} GB uncompressed, more than "
+                            f"{MAX_ARCHIVE_BYTES >> 30} GB are not read")
         return
     members = []
     for info in infos:
@@ -166,10 +356,17 @@ def _zip(path: str) -> Iterator[Source | Refused]:
         parts = name.split("/")
         if info.is_dir() or "__MACOSX" in parts or any(_is_system_file(p) for p in parts if p):
             continue
+        if unsafe_member_name(name):
+            yield Refused(f"{path}!/{name}", "unsafe path in ZIP archive (absolute or with '..'), not read")
+            continue
         if info.flag_bits & 0x1:
             yield Refused(f"{path}!/{name}", "encrypted ZIP member")
             continue
         if _is_dicomdir_name(name):
+            continue
+        reason = member_refusal(info)
+        if reason:
+            yield Refused(f"{path}!/{name}", reason)
             continue
         members.append(name)
     for name in sorted(members, key=natural_key):
@@ -217,11 +414,14 @@ def prefetch(sources: Iterable[Source], budget_bytes: int = 1 << 30) -> None:
         if source.member is not None:
             continue
         try:
-            fd = os.open(source.path, os.O_RDONLY)
+            fd = os.open(source.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             continue
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            size = info.st_size
             if size > remaining:
                 break
             remaining -= size
