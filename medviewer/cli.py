@@ -261,13 +261,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"medviewer: warning: {warning}", file=sys.stderr)
     # The DICOM objects first: they can refuse a series (multi-frame, no DICOM headers), and then nothing is
     # written at all.
-    written = _write_dicom_exports(volume, prediction, out, force=args.force) if args.dicom else []
+    created = not out.exists()
+    finished = False
     try:
+        written = _write_dicom_exports(volume, prediction, out, force=args.force) if args.dicom else []
         written = write_prediction(prediction, out, force=args.force) + written
+        finished = True
     except FileExistsError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if created and not finished:
+            _remove_if_empty(out)
     probability = prediction.study_probability
     print(f"{series.description or series.uid}: {len(volume.slices)} slices on {prediction.device}, "
           f"{prediction.timings.get('total_s', 0):.1f} s")
@@ -284,6 +290,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A folder this command made and then could not fill goes again (key-images/ inside it too)."""
+    for path in sorted(folder.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 def _write_dicom_exports(volume, prediction, out: Path, *, force: bool) -> list[Path]:
@@ -504,27 +519,63 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"{out}: exists and is not a folder")
+    # Everything is written into a hidden staging folder and renamed into place: a kill or a full
+    # disk leaves no half-written study and no empty folder (the scan skips hidden folders, and
+    # staging folders of runs that died are removed by the next one).
+    fresh = not out.exists()
+    parent = out.parent if fresh else out
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".medviewer-demo-", dir=out))
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(parent)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # it may become the folder itself: the user's usual mode
     except OSError as exc:
         raise CommandError(f"{out}: cannot write here ({exc.strerror or exc})") from None
     try:
         written = write_demo_data(staging, count=args.count, seed=seed, config=config, transfer_syntax=syntax)
+        if fresh:
+            os.rename(staging, out)
+            for study in written:
+                print(out / study.name)
+            return EXIT_OK
         clashes = [out / p.name for p in written if (out / p.name).exists()]
         if clashes and not args.force:
             raise CommandError(f"{clashes[0]}: already exists (use --force to replace it)")
         for study in written:
             final = out / study.name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(study, final)
+            if final.exists():  # the old study goes aside first, so there is always a whole one in place
+                old = staging / f".old-{study.name}"
+                os.rename(final, old)
+                os.rename(study, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(study, final)
             print(final)
     except OSError as exc:
         raise CommandError(f"{out}: writing failed ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return EXIT_OK
+
+
+_STAGING_PREFIX = ".medviewer-demo-"
+
+
+def _remove_dead_staging(folder: Path) -> None:
+    """Staging folders left by a demo-data run that was killed (its process is gone)."""
+    for leftover in folder.glob(_STAGING_PREFIX + "*"):
+        pid = leftover.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def demo_study_path() -> Path:

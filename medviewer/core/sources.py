@@ -159,8 +159,11 @@ def open_regular(path: str) -> BinaryIO:
 MAX_ZIP_MEMBERS = 200_000
 MAX_MEMBER_BYTES = 4 << 30
 MAX_ARCHIVE_BYTES = 64 << 30
-# Deflate expands at most ~1032:1; a member claiming more than this ratio over this size is a bomb.
-MAX_MEMBER_RATIO = 1100
+# A large member expanding more than this is a bomb (deflate's own limit is ~1032:1; honest
+# images, even blank masks, stay far below it). Over a whole archive even deflate's limit is
+# checked: members that share their compressed bytes (the overlapping-file bomb) claim more.
+MAX_MEMBER_RATIO = 500
+MAX_ARCHIVE_RATIO = 1100
 RATIO_CHECKED_ABOVE = 64 << 20
 
 _archives_lock = threading.Lock()
@@ -350,14 +353,22 @@ def _zip(path: str) -> Iterator[Source | Refused]:
         yield Refused(path, f"ZIP archive claims {claimed / 2**30:.0f} GB uncompressed, more than "
                             f"{MAX_ARCHIVE_BYTES >> 30} GB are not read")
         return
+    try:
+        archive_size = os.stat(path).st_size
+    except OSError:
+        archive_size = 0
+    if claimed > RATIO_CHECKED_ABOVE and claimed > MAX_ARCHIVE_RATIO * max(archive_size, 1):
+        yield Refused(path, f"ZIP archive claims {claimed} bytes from {archive_size}, more than compression "
+                            f"allows: members share their data (a ZIP bomb), not read")
+        return
     members = []
     for info in infos:
         name = info.filename
         parts = name.split("/")
-        if info.is_dir() or "__MACOSX" in parts or any(_is_system_file(p) for p in parts if p):
-            continue
         if unsafe_member_name(name):
             yield Refused(f"{path}!/{name}", "unsafe path in ZIP archive (absolute or with '..'), not read")
+            continue
+        if info.is_dir() or "__MACOSX" in parts or any(_is_system_file(p) for p in parts if p):
             continue
         if info.flag_bits & 0x1:
             yield Refused(f"{path}!/{name}", "encrypted ZIP member")

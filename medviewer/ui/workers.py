@@ -13,9 +13,9 @@ them and waits for them when the application quits.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +71,8 @@ class Worker(QObject):
         except MedViewerError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # noqa: BLE001 - errors come back as a signal, never vanish
-            traceback.print_exc()
+            # The details go to the "medviewer" logger, never raw to the terminal.
+            logging.getLogger("medviewer").debug("%s failed", self.name, exc_info=True)
             self.failed.emit(f"{self.name} failed: {type(exc).__name__}: {exc}")
         else:
             if self.cancel_event.is_set():

@@ -27,7 +27,7 @@ from medviewer.cli import main as cli_main
 from medviewer.core.info import describe
 
 
-def refused_one(path) -> medviewer.Refused:
+def refused_one(path):
     """Scan ``path``: nothing taken, exactly one refusal naming it, with a one-line reason."""
     result = medviewer.scan(path, parallel=False)
     assert result.series == [], result.series
@@ -663,3 +663,233 @@ def test_reader_crash_in_a_worker_refuses_only_that_file(damaged_and_intact, pyd
     reasons = {os.path.basename(r.path): r.reason for r in result.refused}
     assert reasons.pop("crash.dcm") == "could not be read (the reader crashed on this file)"
     assert len(reasons) == 60
+
+
+# --- what is not a regular file is never opened -------------------------------------------------
+
+
+def test_pipes_sockets_devices_and_link_loops_are_skipped_unopened(tmp_path, pydicom_file, monkeypatch, capfd):
+    import socket
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), folder / "good.dcm")
+    os.mkfifo(folder / "pipe.dcm")  # opening it would block the scan for ever
+    os.mkfifo(folder / "pipe.zip")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.dcm"))
+    os.symlink("/dev/zero", folder / "zero.dcm")  # reading it never ends
+    os.symlink(folder / "loop_a", folder / "loop_b")
+    os.symlink(folder / "loop_b", folder / "loop_a")
+    os.symlink(folder / "absent", folder / "broken.dcm")
+    try:
+        result = medviewer.scan(folder, parallel=False)
+        code = cli_main(["info", str(folder)])
+    finally:
+        server.close()
+    assert [s.modality for s in result.series] == ["CT"]
+    reasons = {os.path.basename(r.path): r.reason for r in result.refused}
+    assert reasons == {
+        "pipe.dcm": "not a regular file (a named pipe), skipped without opening it",
+        "pipe.zip": "not a regular file (a named pipe), skipped without opening it",
+        "sock.dcm": "not a regular file (a socket), skipped without opening it",
+        "zero.dcm": "not a regular file (a device), skipped without opening it",
+        "loop_a": "symbolic link loop, not followed",
+        "loop_b": "symbolic link loop, not followed",
+        "broken.dcm": "broken symbolic link (its target does not exist)",
+    }
+    assert code == 0 and len(capfd.readouterr().err.strip().splitlines()) == 7
+
+
+def test_a_file_swapped_for_a_pipe_after_the_scan_is_not_opened(tmp_path, pydicom_file):
+    from medviewer.core.sources import Source, prefetch
+
+    path = tmp_path / "later.dcm"
+    os.mkfifo(path)
+    prefetch([Source(str(path))])  # returns: never opens a pipe for reading
+    with pytest.raises(OSError, match="named pipe"):
+        Source(str(path)).open()
+    from medviewer.core.header import read_instance
+    from medviewer.core.sources import Refused
+
+    result = read_instance(Source(str(path)))
+    assert isinstance(result, Refused) and "named pipe" in result.reason
+
+
+# --- claims are checked against the bytes present, before anything is allocated ----------------
+
+
+def _claiming(pydicom_file, tmp_path, name: str, **changes) -> Path:
+    ds = pydicom.dcmread(pydicom_file(name))
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / f"claim-{name}"
+    ds.save_as(path)
+    return path
+
+
+def test_number_of_frames_beyond_what_a_small_compressed_file_holds(tmp_path, pydicom_file):
+    path = _claiming(pydicom_file, tmp_path, "MR_small_jp2klossless.dcm", NumberOfFrames=999999999)
+    refused = refused_one(path)
+    assert refused.reason.startswith("NumberOfFrames 999999999 is more than the ")
+    assert "refused before reading" in refused.reason
+
+
+def test_rows_columns_frames_claiming_400_gb(tmp_path, pydicom_file):
+    path = _claiming(pydicom_file, tmp_path, "CT_small.dcm", Rows=50000, Columns=50000, NumberOfFrames=80)
+    refused = refused_one(path)
+    assert refused.reason.startswith("truncated pixel data: the header claims 400.0 GB (50000 x 50000 pixels x "
+                                     "80 frame(s)) but the file holds")
+    compressed = _claiming(pydicom_file, tmp_path, "MR_small_RLE.dcm", Rows=65535, Columns=65535)
+    assert "more than any codec packs" in refused_one(compressed).reason
+
+
+def _nifti2(shape, data: bytes = b"", gzipped: bool = False, name: str = "claim.nii") -> bytes:
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti2Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header.set_data_offset(544)
+    raw = header.binaryblock + b"\0" * 4 + data
+    return gzip.compress(raw) if gzipped else raw
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_nifti2_claiming_10_to_the_11_voxels_is_refused_in_plain_words(tmp_path, gzipped):
+    path = tmp_path / ("huge.nii.gz" if gzipped else "huge.nii")
+    path.write_bytes(_nifti2((1, 1, 10**11), b"\0" * 64, gzipped))
+    refused = refused_one(path)
+    assert refused.reason.startswith("the header claims 200.0 GB of voxels (1 x 1 x 100000000000)")
+    assert "refused before reading" in refused.reason
+
+
+def test_nifti_refusals_have_a_reason(tmp_path):
+    for name, data in (("garbage.nii", b"garbage" * 60), ("cut.nii", _nifti2((4, 4, 4))[:200]),
+                       ("badgz.nii.gz", b"\x1f\x8b" + b"\0" * 100)):
+        (tmp_path / name).write_bytes(data)
+        refused = refused_one(tmp_path / name)
+        assert refused.reason.strip() and "()" not in refused.reason, (name, refused.reason)
+        (tmp_path / name).unlink()
+
+
+def test_gzipped_nifti_is_streamed_and_matches_nibabel(tmp_path):
+    import nibabel as nib
+
+    values = (np.arange(7 * 6 * 5 * 2).reshape(7, 6, 5, 2) % 301).astype(np.int16)
+    nib.save(nib.Nifti1Image(values, np.diag([0.7, 0.8, 2.0, 1.0])), tmp_path / "ok.nii.gz")
+    (series,) = medviewer.scan(tmp_path / "ok.nii.gz", parallel=False).series
+    volume = medviewer.load(series, parallel=False)
+    assert volume.voxels.shape == (5, 6, 7)
+    assert np.array_equal(volume.voxels, values[..., 0].transpose(2, 1, 0))
+    assert "4D NIfTI (7, 6, 5, 2): showing the first volume" in series.warnings
+
+
+def test_tiff_page_count_is_capped(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import medviewer.core.raster as raster
+
+    pages = [Image.fromarray(np.full((8, 8), k, dtype=np.uint8)) for k in range(6)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    (series,) = medviewer.scan(tmp_path / "stack.tif", parallel=False).series
+    assert series.first.frames == 6
+    monkeypatch.setattr(raster, "MAX_PAGES", 5)
+    refused = refused_one(tmp_path / "stack.tif")
+    assert refused.reason == "picture has 6 pages, more than 5 are not read"
+
+
+def test_tiff_pages_claiming_more_than_the_file_can_hold(tmp_path):
+    from PIL import Image
+
+    page = Image.fromarray(np.zeros((12000, 12000), dtype=np.uint8))
+    page.save(tmp_path / "bomb.tif", save_all=True, append_images=[page] * 3, compression="tiff_adobe_deflate")
+    refused = refused_one(tmp_path / "bomb.tif")
+    assert refused.reason.startswith("picture claims ") and "refused before decoding" in refused.reason
+
+
+# --- ZIP archives: streamed, capped, names checked -----------------------------------------------
+
+
+def test_zip_bomb_member_is_refused_unread(tmp_path, pydicom_file):
+    import zipfile
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(pydicom_file("CT_small.dcm"), "ct.dcm")
+        with zf.open("bomb.dcm", "w", force_zip64=True) as member:
+            block = b"\0" * (1 << 20)
+            for _ in range(200):  # 200 MB of zeros in ~200 kB
+                member.write(block)
+    result = medviewer.scan(archive, parallel=False)
+    assert [s.modality for s in result.series] == ["CT"]
+    (refused,) = result.refused
+    assert refused.path == f"{archive}!/bomb.dcm"
+    assert "a ZIP bomb, not read" in refused.reason
+
+
+def test_zip_names_that_escape_are_refused(tmp_path, pydicom_file):
+    import zipfile
+
+    archive = tmp_path / "traversal.zip"
+    data = Path(pydicom_file("CT_small.dcm")).read_bytes()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/ct.dcm", data)
+        zf.writestr("../../evil.dcm", data)
+        zf.writestr("/etc/evil.dcm", data)
+        zf.writestr("a/../../evil2.dcm", data)
+    result = medviewer.scan(archive, parallel=False)
+    assert len(result.series) == 1 and len(result.series[0].instances) == 1
+    assert sorted(r.path.split("!/")[1] for r in result.refused) == ["../../evil.dcm", "/etc/evil.dcm",
+                                                                     "a/../../evil2.dcm"]
+    assert all("unsafe path in ZIP archive" in r.reason for r in result.refused)
+
+
+def test_zip_of_many_members_is_read_once_not_per_member(tmp_path, pydicom_file, monkeypatch):
+    import zipfile
+
+    import medviewer.core.sources as sources
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ct.dcm", Path(pydicom_file("CT_small.dcm")).read_bytes())
+        for k in range(3000):
+            zf.writestr(f"junk/{k:05d}.txt", b"x")
+    opened = []
+    real = zipfile.ZipFile
+    monkeypatch.setattr(sources.zipfile, "ZipFile", lambda *a, **k: opened.append(a) or real(*a, **k))
+    sources._archives.clear()
+    result = medviewer.scan(archive, parallel=False)
+    assert [s.modality for s in result.series] == ["CT"] and len(result.refused) == 3000
+    assert len(opened) == 1  # the central directory is read once, not once per member
+    monkeypatch.setattr(sources, "MAX_ZIP_MEMBERS", 1000)
+    sources._archives.clear()
+    (refused,) = medviewer.scan(archive, parallel=False).refused
+    assert refused.reason == "ZIP archive has 3001 members, more than 1000 are not read"
+
+
+# --- nesting is bounded --------------------------------------------------------------------------
+
+
+def nested_sequences(depth: int) -> bytes:
+    """``depth`` sequences each holding one item holding the next, explicit VR little endian."""
+    sq = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
+    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    ends = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return (sq + item) * depth + ends * depth
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_ten_thousand_nested_sequences_are_a_refusal_not_a_recursion_error(tmp_path, pydicom_file, parallel):
+    data = Path(pydicom_file("CT_small.dcm")).read_bytes()
+    at = data.find(b"\x08\x00\x20\x00DA")  # before StudyDate, in tag order
+    folder = tmp_path / "nested"
+    folder.mkdir()
+    for k in range(1 if not parallel else 50):
+        (folder / f"nested{k}.dcm").write_bytes(data[:at] + nested_sequences(10_000) + data[at:])
+    shutil.copy(pydicom_file("CT_small.dcm"), folder / "good.dcm")
+    result = medviewer.scan(folder, parallel=parallel)
+    assert [s.modality for s in result.series] == ["CT"]
+    assert {r.reason for r in result.refused} == {"nesting too deep (sequences within sequences), not read"}
