@@ -207,9 +207,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         _print_error("no model packages found")
         return EXIT_FAILED
     # A package the user named that cannot be used is a failure; broken ones found by looking are listed.
-    if any(info.source == "path" for info in broken):
+    named = [Path(p).resolve() for p in args.paths]
+    if any(info.source == "path" or _under(info.path, named) for info in broken):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == folder or folder in resolved.parents for folder in folders)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
