@@ -5,9 +5,11 @@ The ``pixels`` object of an image describes its stored values (before the modali
 MedViewer decodes them: ``shape`` is (rows, cols) for one frame, (frames, rows, cols) for
 several, with a trailing 3 for colour; ``sha256`` hashes the values in C order,
 little-endian, as int32 for grayscale and palette indices (int64 when they do not fit,
-float64 for float pixel data) and as interleaved RGB uint8 for colour (YBR converted to RGB;
-16- and 32-bit samples reduced to their top 8 stored bits, ``value >> (BitsStored - 8)``).
-Another tool that decodes the same file can reproduce the hash.
+float64 for float pixel data) and as interleaved RGB for colour at the stored depth (YBR
+converted to RGB; little-endian uint8, uint16 or uint32 samples for 8-, 16- and 32-bit
+BitsAllocated; palette colour through its palette as uint8). ``bits_stored`` is the number
+of significant bits of each value (8 for palette colour). Another tool that decodes the
+same file can reproduce the hash.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, to_rgb
 from medviewer.core.errors import Cancelled, CancelToken, is_cancelled
 from medviewer.core.header import Instance
 from medviewer.core.series import ScanResult, Series
@@ -36,16 +38,16 @@ def stored_pixels(instance: Instance) -> np.ndarray:
         return np.stack(out)
     arrays, palette = decode_frames(instance, frames)
     if instance.samples_per_pixel == 3:
-        arrays = [to_rgb8(a, instance, palette) for a in arrays]
+        arrays = [to_rgb(a, instance, palette) for a in arrays]
     return np.stack(arrays)
 
 
-def pixel_summary(values: np.ndarray, color: bool) -> dict[str, Any]:
-    """shape, dtype, min, max, mean and sha256 of stored values (see the module docstring)."""
+def pixel_summary(values: np.ndarray, color: bool, bits_stored: int | None = None) -> dict[str, Any]:
+    """shape, dtype, bits_stored, min, max, mean and sha256 of stored values (see the module docstring)."""
     shape = values.shape[1:] if values.shape[0] == 1 else values.shape
     values = values.reshape(shape)
     if color:
-        canonical = np.ascontiguousarray(values, dtype=np.uint8)
+        canonical = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     elif values.dtype.kind == "f":
         canonical = np.ascontiguousarray(values, dtype="<f8")
     else:
@@ -56,6 +58,7 @@ def pixel_summary(values: np.ndarray, color: bool) -> dict[str, Any]:
     return {
         "shape": list(shape),
         "dtype": str(values.dtype),
+        "bits_stored": bits_stored,
         "min": _number(finite.min()) if finite.size else None,
         "max": _number(finite.max()) if finite.size else None,
         "mean": float(finite.mean(dtype=np.float64)) if finite.size else None,
@@ -128,7 +131,8 @@ def describe(
                     if is_cancelled(cancel):
                         raise Cancelled("info cancelled")
                     try:
-                        item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3)
+                        item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3,
+                                                       _bits(instance))
                     except (DecodeError, OSError, ValueError, MemoryError) as exc:
                         item["pixels"] = {"error": str(exc)}
                         refused.append(Refused(instance.source.name, str(exc)))
@@ -158,6 +162,14 @@ def describe(
             "refused": len(refused),
         },
     }
+
+
+def _bits(instance: Instance) -> int | None:
+    if instance.samples_per_pixel == 3:
+        return rgb_bits(instance)
+    if instance.float_pixels:
+        return None
+    return instance.bits_stored or None
 
 
 def _int(value) -> int | None:

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, rgb_dtype, to_rgb
 from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
 from medviewer.core.pool import process_pool, worker_count
@@ -51,7 +51,8 @@ def _stored_range(instance: Instance) -> tuple[int, int]:
 def plan_dtype(series: Series) -> np.dtype:
     """The dtype the volume starts in, from the headers alone."""
     if series.is_color:
-        return np.dtype(np.uint8)
+        # Colour keeps its stored depth (16- and 32-bit RGB are not cut to 8 bits).
+        return max((rgb_dtype(inst) for inst in series.instances), key=lambda d: d.itemsize)
     instances = series.instances
     if any(inst.float_pixels or inst.bits_allocated > 32 for inst in instances):
         return np.dtype(np.float32)
@@ -207,7 +208,7 @@ def load(
         for k, array in zip(ks, arrays):
             ref = frames[k]
             if series.is_color:
-                array = to_rgb8(array, ref.instance, palette)
+                array = to_rgb(array, ref.instance, palette)
             target.put(k, array, ref.geometry.slope, ref.geometry.intercept)
         return ks
 
@@ -355,6 +356,7 @@ def _make_volume(series: Series, voxels: np.ndarray) -> Volume:
         modality=modality,
         units=units,
         photometric="RGB" if series.is_color else series.photometric,
+        color_bits=max(rgb_bits(inst) for inst in series.instances) if series.is_color else 0,
         windows=list(series.frames[0].geometry.windows),
         voi_lut=_voi_lut(first),
         series_uid=series.uid,

@@ -1,7 +1,9 @@
 """The :class:`Volume`: decoded voxels with their geometry and per-slice metadata.
 
 Contract (DESIGN.md): ``voxels`` is C-contiguous ``(slices, rows, cols)`` in modality units
-(the modality LUT applied: HU for CT), or ``(slices, rows, cols, 3)`` uint8 for colour. It is
+(the modality LUT applied: HU for CT), or ``(slices, rows, cols, 3)`` for colour, at the stored
+depth: uint8 for 8-bit RGB and palette colour, uint16 or uint32 for 16- and 32-bit RGB, with
+``color_bits`` significant bits (:func:`medviewer.core.windowing.color_to_uint8` for display). It is
 int16 where the values fit, uint8 for plain 8-bit pictures, wider integers where they must
 be, float32 only for non-integer values. ``spacing_mm`` is (dz, dy, dx). ``direction``'s rows
 are the LPS unit vectors of the array axes in order (slice, row, column) and
@@ -50,6 +52,7 @@ class Volume:
     modality: str = "OT"
     units: str = ""
     photometric: str = "MONOCHROME2"
+    color_bits: int = 0
     windows: list[tuple[float, float]] = field(default_factory=list)
     voi_lut: VoiLut | None = None
     series_uid: str = ""
@@ -69,6 +72,8 @@ class Volume:
             raise ValueError(f"{len(self.slices)} slice records for {self.voxels.shape[0]} slices")
         if self.voxels.ndim not in (3, 4) or (self.voxels.ndim == 4 and self.voxels.shape[3] != 3):
             raise ValueError(f"voxels must be (slices, rows, cols) or (slices, rows, cols, 3), got {self.voxels.shape}")
+        if self.voxels.ndim == 4 and not self.color_bits:
+            self.color_bits = self.voxels.dtype.itemsize * 8
 
     @property
     def shape(self) -> tuple[int, ...]:
