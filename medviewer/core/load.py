@@ -161,6 +161,7 @@ def load(
     on_slice: Callable[[Volume, int], object] | None = None,
     first_slice: int | None = None,
     parallel: bool = True,
+    resample: bool = True,
 ) -> Volume:
     """Decode ``series`` into a :class:`Volume`.
 
@@ -169,6 +170,11 @@ def load(
     ``volume.voxels`` afresh each time: it may be widened once). ``cancel`` stops between
     slices with :class:`~medviewer.core.errors.Cancelled`. Frames that fail to decode are
     left blank and named in ``volume.warnings``; if none decodes, :class:`LoadError` is raised.
+
+    Where ``series.grid`` plans a resampling (gantry tilt, gaps, irregular spacing), the
+    acquired slices are resampled onto it once all are decoded (:mod:`medviewer.core.resample`);
+    ``on_slice`` reports the acquired slices before that. ``resample=False`` keeps the acquired
+    slices (each with its own position in ``volume.slices``; the affine is then approximate).
     """
     frames = series.frames
     count = len(frames)
@@ -328,6 +334,14 @@ def load(
         detail = "; ".join(f"slice {k + 1} ({frames[k].instance.source.name}): {failures[k]}" for k in shown)
         more = f"; and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
         volume.warnings.append(f"{len(failures)} slice(s) could not be decoded and are shown blank: {detail}{more}")
+    if series.grid is not None:
+        if resample:
+            from medviewer.core.resample import apply_grid
+
+            apply_grid(volume, series)
+        else:
+            volume.warnings.append(f"not resampled ({series.grid.reason}): each slice keeps its acquired position; "
+                                   "3D positions from the affine are approximate")
     return volume
 
 
@@ -347,10 +361,17 @@ def _make_volume(series: Series, voxels: np.ndarray) -> Volume:
         uid = inst.sop_instance_uid if inst.frames == 1 else f"{inst.sop_instance_uid}"
         slices.append(SliceInfo(uid, inst.source.name, ref.frame, ref.geometry.position, number,
                                 ref.geometry.slope, ref.geometry.intercept))
+    spacing, origin = series.spacing_mm, series.origin_lps_mm
+    if series.grid is not None:
+        # The acquired stack until it is resampled: first slice's position, median step.
+        positions = np.array([ref.geometry.position for ref in series.frames], dtype=float)
+        steps = np.diff(positions @ np.asarray(series.direction)[0])
+        spacing = (float(np.median(steps)) if len(steps) else series.spacing_mm[0],) + tuple(series.spacing_mm[1:])
+        origin = tuple(positions[0])
     return Volume(
         voxels=voxels,
-        spacing_mm=series.spacing_mm,
-        origin_lps_mm=np.asarray(series.origin_lps_mm, dtype=float),
+        spacing_mm=spacing,
+        origin_lps_mm=np.asarray(origin, dtype=float),
         direction=series.direction,
         slices=slices,
         modality=modality,

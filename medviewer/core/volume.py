@@ -10,6 +10,13 @@ are the LPS unit vectors of the array axes in order (slice, row, column) and
 ``origin_lps_mm`` is the centre of voxel [0, 0, 0], so that
 
     position_lps_mm(k, j, i) = origin + (k*dz, j*dy, i*dx) @ direction
+
+holds for every voxel, with orthogonal ``direction`` rows and an even ``dz``. A series whose
+slices do not lie on such a grid (gantry tilt, gaps, irregular spacing) is resampled onto one
+by the loader (``resampled`` names why, and ``warnings`` say so); the slices as acquired are
+then in ``acquired`` (their own positions) with their headers in ``acquired_sources``, in the
+same order, for export back to the source images. ``sources[k]`` is then the header of the
+acquired slice nearest to slice k.
 """
 
 from __future__ import annotations
@@ -22,7 +29,11 @@ from pydicom.dataset import Dataset
 
 @dataclass(frozen=True)
 class SliceInfo:
-    """Where slice k came from and where it lies."""
+    """Where slice k came from and where it lies (the centre of its first voxel).
+
+    In a resampled volume (``Volume.resampled``) a slice blended between two acquired slices
+    names none (empty ``sop_instance_uid`` and ``source``); ``interpolated`` is True for it
+    and for an acquired slice shifted in plane (tilt correction)."""
 
     sop_instance_uid: str
     source: str
@@ -31,6 +42,7 @@ class SliceInfo:
     instance_number: int | None
     slope: float
     intercept: float
+    interpolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,9 @@ class Volume:
     sources: list = field(default_factory=list, repr=False)
     warnings: list[str] = field(default_factory=list)
     missing_slices: list[int] = field(default_factory=list)
+    resampled: str = ""
+    acquired: list[SliceInfo] = field(default_factory=list)
+    acquired_sources: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.origin_lps_mm = np.asarray(self.origin_lps_mm, dtype=float).reshape(3)
