@@ -95,6 +95,11 @@ def _series_json(series: Series) -> dict[str, Any]:
         "geometry_known": series.geometry_known,
         "origin_lps_mm": [round(v, 6) for v in series.origin_lps_mm] if series.geometry_known else None,
         "direction": [[round(v, 6) for v in row] for row in series.direction] if series.geometry_known else None,
+        "resampled": ({"reason": series.grid.reason, "slices": series.grid.count, "acquired_slices": len(series.frames),
+                       "interpolated_slices": int((~series.grid.exact).sum()), "rows": series.grid.rows,
+                       "columns": series.grid.cols} if series.grid is not None else None),
+        "not_used": [{"path": u.frame.instance.source.name, "sop_instance_uid": u.frame.instance.sop_instance_uid,
+                      "frame": u.frame.frame, "reason": u.reason} for u in series.unused],
         "warnings": list(series.warnings),
     }
 
@@ -203,6 +208,8 @@ def format_text(document: dict[str, Any]) -> str:
                 f"{', '.join(series['transfer_syntaxes'])}")
             for warning in series["warnings"]:
                 lines.append(f"      warning: {warning}")
+            for item in series.get("not_used", []):
+                lines.append(f"      not used: {item['path']}: {item['reason']}")
             stats = [img["pixels"] for img in series.get("images", []) if "pixels" in img and "error" not in img["pixels"]]
             # min/max are None for images without a finite value (all-NaN float data).
             stats = [s for s in stats if s["min"] is not None and s["max"] is not None]
