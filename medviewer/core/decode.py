@@ -3,7 +3,9 @@
 Native little-endian grayscale pixels are read straight from the file (no decoder, no copy
 through pydicom). Everything else goes through pydicom's pixel pipeline with its pylibjpeg,
 pyjpegls and Pillow plugins. Colour comes out as RGB (YBR converted by pydicom), palette
-colour as its indices; :func:`to_rgb8` turns either into interleaved RGB uint8.
+colour as its indices; :func:`to_rgb` turns either into interleaved RGB at the stored depth
+(uint8, uint16 or uint32 samples; palette colour as uint8) and :func:`to_rgb8` into uint8 for
+thumbnails.
 
 These functions run in pool processes too: they take and return plain picklable data.
 """
@@ -181,14 +183,38 @@ def _rgb_to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
     return (values >> shift).astype(np.uint8) if shift else values.astype(np.uint8)
 
 
-def to_rgb8(array: np.ndarray, instance: Instance, palette=None) -> np.ndarray:
-    """Interleaved RGB uint8 of a decoded colour frame (RGB samples or palette indices)."""
+def rgb_dtype(instance: Instance) -> np.dtype:
+    """The dtype colour samples keep in a volume: uint8 up to 8 bits allocated (and palette
+    colour), uint16 up to 16, uint32 above."""
+    if instance.photometric == "PALETTE COLOR" or instance.bits_allocated <= 8:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16) if instance.bits_allocated <= 16 else np.dtype(np.uint32)
+
+
+def rgb_bits(instance: Instance) -> int:
+    """Significant bits of each colour sample as :func:`to_rgb` returns it (8 for palette colour)."""
+    if instance.photometric == "PALETTE COLOR":
+        return 8
+    return max(1, min(instance.bits_stored or 8, rgb_dtype(instance).itemsize * 8))
+
+
+def to_rgb(array: np.ndarray, instance: Instance, palette=None) -> np.ndarray:
+    """Interleaved RGB of a decoded colour frame at its stored depth (:func:`rgb_dtype`, native
+    byte order): RGB samples as stored, palette indices through the palette (uint8)."""
     if instance.photometric == "PALETTE COLOR":
         if palette is None:
             raise DecodeError("palette colour image without a usable palette")
         table, first = palette
         index = np.clip(array.astype(np.int64) - first, 0, len(table) - 1)
         return table[index]
+    return np.asarray(array).astype(rgb_dtype(instance), copy=False)
+
+
+def to_rgb8(array: np.ndarray, instance: Instance, palette=None) -> np.ndarray:
+    """Interleaved RGB uint8 of a decoded colour frame: :func:`to_rgb` reduced to its top 8
+    stored bits (for thumbnails and pictures; volumes keep the stored depth)."""
+    if instance.photometric == "PALETTE COLOR":
+        return to_rgb(array, instance, palette)
     return _rgb_to_uint8(array, instance.bits_stored)
 
 

@@ -5,9 +5,11 @@ The ``pixels`` object of an image describes its stored values (before the modali
 MedViewer decodes them: ``shape`` is (rows, cols) for one frame, (frames, rows, cols) for
 several, with a trailing 3 for colour; ``sha256`` hashes the values in C order,
 little-endian, as int32 for grayscale and palette indices (int64 when they do not fit,
-float64 for float pixel data) and as interleaved RGB uint8 for colour (YBR converted to RGB;
-16- and 32-bit samples reduced to their top 8 stored bits, ``value >> (BitsStored - 8)``).
-Another tool that decodes the same file can reproduce the hash.
+float64 for float pixel data) and as interleaved RGB for colour at the stored depth (YBR
+converted to RGB; little-endian uint8, uint16 or uint32 samples for 8-, 16- and 32-bit
+BitsAllocated; palette colour through its palette as uint8). ``bits_stored`` is the number
+of significant bits of each value (8 for palette colour). Another tool that decodes the
+same file can reproduce the hash.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, to_rgb
 from medviewer.core.errors import Cancelled, CancelToken, WorkerCrashed, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
 from medviewer.core.series import ScanResult, Series
@@ -52,16 +54,16 @@ def stored_pixels(instance: Instance) -> np.ndarray:
             arrays, palette = decode_frames(instance, frames)
         instance.notes.extend(m for m in messages if m not in instance.notes)
     if instance.samples_per_pixel == 3:
-        arrays = [to_rgb8(a, instance, palette) for a in arrays]
+        arrays = [to_rgb(a, instance, palette) for a in arrays]
     return np.stack(arrays)
 
 
-def pixel_summary(values: np.ndarray, color: bool) -> dict[str, Any]:
-    """shape, dtype, min, max, mean and sha256 of stored values (see the module docstring)."""
+def pixel_summary(values: np.ndarray, color: bool, bits_stored: int | None = None) -> dict[str, Any]:
+    """shape, dtype, bits_stored, min, max, mean and sha256 of stored values (see the module docstring)."""
     shape = values.shape[1:] if values.shape[0] == 1 else values.shape
     values = values.reshape(shape)
     if color:
-        canonical = np.ascontiguousarray(values, dtype=np.uint8)
+        canonical = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     elif values.dtype.kind == "f":
         canonical = np.ascontiguousarray(values, dtype="<f8")
     else:
@@ -72,6 +74,7 @@ def pixel_summary(values: np.ndarray, color: bool) -> dict[str, Any]:
     return {
         "shape": list(shape),
         "dtype": str(values.dtype),
+        "bits_stored": bits_stored,
         "min": _number(finite.min()) if finite.size else None,
         "max": _number(finite.max()) if finite.size else None,
         "mean": float(finite.mean(dtype=np.float64)) if finite.size else None,
@@ -108,6 +111,11 @@ def _series_json(series: Series) -> dict[str, Any]:
         "geometry_known": series.geometry_known,
         "origin_lps_mm": [round(v, 6) for v in series.origin_lps_mm] if series.geometry_known else None,
         "direction": [[round(v, 6) for v in row] for row in series.direction] if series.geometry_known else None,
+        "resampled": ({"reason": series.grid.reason, "slices": series.grid.count, "acquired_slices": len(series.frames),
+                       "interpolated_slices": int((~series.grid.exact).sum()), "rows": series.grid.rows,
+                       "columns": series.grid.cols} if series.grid is not None else None),
+        "not_used": [{"path": u.frame.instance.source.name, "sop_instance_uid": u.frame.instance.sop_instance_uid,
+                      "frame": u.frame.frame, "reason": u.reason} for u in series.unused],
         "warnings": list(series.warnings),
     }
 
@@ -145,7 +153,8 @@ def describe(
                     if is_cancelled(cancel):
                         raise Cancelled("info cancelled")
                     try:
-                        item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3)
+                        item["pixels"] = pixel_summary(stored_pixels(instance), instance.samples_per_pixel == 3,
+                                                       _bits(instance))
                     except Cancelled:
                         raise
                     except (KeyboardInterrupt, SystemExit):
@@ -196,6 +205,14 @@ def describe(
     }
 
 
+def _bits(instance: Instance) -> int | None:
+    if instance.samples_per_pixel == 3:
+        return rgb_bits(instance)
+    if instance.float_pixels:
+        return None
+    return instance.bits_stored or None
+
+
 def _int(value) -> int | None:
     try:
         return int(value)
@@ -227,6 +244,8 @@ def format_text(document: dict[str, Any]) -> str:
                 f"{', '.join(series['transfer_syntaxes'])}")
             for warning in series["warnings"]:
                 lines.append(f"      warning: {warning}")
+            for item in series.get("not_used", []):
+                lines.append(f"      not used: {item['path']}: {item['reason']}")
             stats = [img["pixels"] for img in series.get("images", []) if "pixels" in img and "error" not in img["pixels"]]
             # min/max are None for images without a finite value (all-NaN float data).
             stats = [s for s in stats if s["min"] is not None and s["max"] is not None]

@@ -25,8 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, to_rgb8
 from medviewer.core.capture import clean
+from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, rgb_dtype, to_rgb
 from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, WorkerCrashed, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
 from medviewer.core.pool import process_pool, replace_broken, run_isolated, worker_count
@@ -75,7 +75,8 @@ def _stored_range(instance: Instance) -> tuple[int, int]:
 def plan_dtype(series: Series) -> np.dtype:
     """The dtype the volume starts in, from the headers alone."""
     if series.is_color:
-        return np.dtype(np.uint8)
+        # Colour keeps its stored depth (16- and 32-bit RGB are not cut to 8 bits).
+        return max((rgb_dtype(inst) for inst in series.instances), key=lambda d: d.itemsize)
     instances = series.instances
     if any(inst.float_pixels or inst.bits_allocated > 32 for inst in instances):
         return np.dtype(np.float32)
@@ -184,6 +185,7 @@ def load(
     on_slice: Callable[[Volume, int], object] | None = None,
     first_slice: int | None = None,
     parallel: bool = True,
+    resample: bool = True,
 ) -> Volume:
     """Decode ``series`` into a :class:`Volume`.
 
@@ -192,6 +194,11 @@ def load(
     ``volume.voxels`` afresh each time: it may be widened once). ``cancel`` stops between
     slices with :class:`~medviewer.core.errors.Cancelled`. Frames that fail to decode are
     left blank and named in ``volume.warnings``; if none decodes, :class:`LoadError` is raised.
+
+    Where ``series.grid`` plans a resampling (gantry tilt, gaps, irregular spacing), the
+    acquired slices are resampled onto it once all are decoded (:mod:`medviewer.core.resample`);
+    ``on_slice`` reports the acquired slices before that. ``resample=False`` keeps the acquired
+    slices (each with its own position in ``volume.slices``; the affine is then approximate).
     """
     frames = series.frames
     count = len(frames)
@@ -231,7 +238,7 @@ def load(
         for k, array in zip(ks, arrays):
             ref = frames[k]
             if series.is_color:
-                array = to_rgb8(array, ref.instance, palette)
+                array = to_rgb(array, ref.instance, palette)
             target.put(k, array, ref.geometry.slope, ref.geometry.intercept)
         return ks
 
@@ -397,6 +404,14 @@ def load(
         detail = "; ".join(f"slice {k + 1} ({frames[k].instance.source.name}): {failures[k]}" for k in shown)
         more = f"; and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
         volume.warnings.append(f"{len(failures)} slice(s) could not be decoded and are shown blank: {detail}{more}")
+    if series.grid is not None:
+        if resample:
+            from medviewer.core.resample import apply_grid
+
+            apply_grid(volume, series)
+        else:
+            volume.warnings.append(f"not resampled ({series.grid.reason}): each slice keeps its acquired position; "
+                                   "3D positions from the affine are approximate")
     return volume
 
 
@@ -426,15 +441,23 @@ def _make_volume(series: Series, voxels: np.ndarray) -> Volume:
         uid = inst.sop_instance_uid if inst.frames == 1 else f"{inst.sop_instance_uid}"
         slices.append(SliceInfo(uid, inst.source.name, ref.frame, ref.geometry.position, number,
                                 ref.geometry.slope, ref.geometry.intercept))
+    spacing, origin = series.spacing_mm, series.origin_lps_mm
+    if series.grid is not None:
+        # The acquired stack until it is resampled: first slice's position, median step.
+        positions = np.array([ref.geometry.position for ref in series.frames], dtype=float)
+        steps = np.diff(positions @ np.asarray(series.direction)[0])
+        spacing = (float(np.median(steps)) if len(steps) else series.spacing_mm[0],) + tuple(series.spacing_mm[1:])
+        origin = tuple(positions[0])
     return Volume(
         voxels=voxels,
-        spacing_mm=series.spacing_mm,
-        origin_lps_mm=np.asarray(series.origin_lps_mm, dtype=float),
+        spacing_mm=spacing,
+        origin_lps_mm=np.asarray(origin, dtype=float),
         direction=series.direction,
         slices=slices,
         modality=modality,
         units=units,
         photometric="RGB" if series.is_color else series.photometric,
+        color_bits=max(rgb_bits(inst) for inst in series.instances) if series.is_color else 0,
         windows=list(series.frames[0].geometry.windows),
         voi_lut=_voi_lut(first),
         series_uid=series.uid,

@@ -1,13 +1,22 @@
 """The :class:`Volume`: decoded voxels with their geometry and per-slice metadata.
 
 Contract (DESIGN.md): ``voxels`` is C-contiguous ``(slices, rows, cols)`` in modality units
-(the modality LUT applied: HU for CT), or ``(slices, rows, cols, 3)`` uint8 for colour. It is
+(the modality LUT applied: HU for CT), or ``(slices, rows, cols, 3)`` for colour, at the stored
+depth: uint8 for 8-bit RGB and palette colour, uint16 or uint32 for 16- and 32-bit RGB, with
+``color_bits`` significant bits (:func:`medviewer.core.windowing.color_to_uint8` for display). It is
 int16 where the values fit, uint8 for plain 8-bit pictures, wider integers where they must
 be, float32 only for non-integer values. ``spacing_mm`` is (dz, dy, dx). ``direction``'s rows
 are the LPS unit vectors of the array axes in order (slice, row, column) and
 ``origin_lps_mm`` is the centre of voxel [0, 0, 0], so that
 
     position_lps_mm(k, j, i) = origin + (k*dz, j*dy, i*dx) @ direction
+
+holds for every voxel, with orthogonal ``direction`` rows and an even ``dz``. A series whose
+slices do not lie on such a grid (gantry tilt, gaps, irregular spacing) is resampled onto one
+by the loader (``resampled`` names why, and ``warnings`` say so); the slices as acquired are
+then in ``acquired`` (their own positions) with their headers in ``acquired_sources``, in the
+same order, for export back to the source images. ``sources[k]`` is then the header of the
+acquired slice nearest to slice k.
 """
 
 from __future__ import annotations
@@ -20,7 +29,11 @@ from pydicom.dataset import Dataset
 
 @dataclass(frozen=True)
 class SliceInfo:
-    """Where slice k came from and where it lies."""
+    """Where slice k came from and where it lies (the centre of its first voxel).
+
+    In a resampled volume (``Volume.resampled``) a slice blended between two acquired slices
+    names none (empty ``sop_instance_uid`` and ``source``); ``interpolated`` is True for it
+    and for an acquired slice shifted in plane (tilt correction)."""
 
     sop_instance_uid: str
     source: str
@@ -29,6 +42,7 @@ class SliceInfo:
     instance_number: int | None
     slope: float
     intercept: float
+    interpolated: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class Volume:
     modality: str = "OT"
     units: str = ""
     photometric: str = "MONOCHROME2"
+    color_bits: int = 0
     windows: list[tuple[float, float]] = field(default_factory=list)
     voi_lut: VoiLut | None = None
     series_uid: str = ""
@@ -61,6 +76,9 @@ class Volume:
     sources: list = field(default_factory=list, repr=False)
     warnings: list[str] = field(default_factory=list)
     missing_slices: list[int] = field(default_factory=list)
+    resampled: str = ""
+    acquired: list[SliceInfo] = field(default_factory=list)
+    acquired_sources: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.origin_lps_mm = np.asarray(self.origin_lps_mm, dtype=float).reshape(3)
@@ -69,6 +87,8 @@ class Volume:
             raise ValueError(f"{len(self.slices)} slice records for {self.voxels.shape[0]} slices")
         if self.voxels.ndim not in (3, 4) or (self.voxels.ndim == 4 and self.voxels.shape[3] != 3):
             raise ValueError(f"voxels must be (slices, rows, cols) or (slices, rows, cols, 3), got {self.voxels.shape}")
+        if self.voxels.ndim == 4 and not self.color_bits:
+            self.color_bits = self.voxels.dtype.itemsize * 8
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -219,3 +219,15 @@ def to_uint8(values: np.ndarray, lo: float, hi: float, *, invert: bool = False) 
     if invert:
         np.subtract(255, out, out=out)
     return out
+
+
+def color_to_uint8(values: np.ndarray, bits: int = 8) -> np.ndarray:
+    """RGB samples with ``bits`` significant bits (a colour volume's ``color_bits``) shown as uint8:
+    their top 8 bits, ``value >> (bits - 8)``. uint8 input comes back as it is (no copy)."""
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values
+    shift = max(0, int(bits) - 8)
+    if shift:
+        values = values >> np.array(shift, dtype=values.dtype)
+    return np.minimum(values, 255).astype(np.uint8)

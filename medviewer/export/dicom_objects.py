@@ -5,7 +5,10 @@
   value; a label without voxels keeps its segment, with no frames). Frames are paired with the source
   slices by position: mask slice ``k`` goes with the source header whose Image Position (Patient) is slice
   ``k``'s position (checked), whatever the file or instance order; frames are stored in increasing
-  position along the slice normal and empty frames are left out.
+  position along the slice normal and empty frames are left out. A volume the loader resampled
+  (gantry tilt, gaps: ``Volume.resampled``) is not made of the source images: its mask is mapped
+  back onto each acquired slice's own pixel grid (the label of the voxel nearest each pixel's
+  patient position) and the frames reference the acquired images.
 * :func:`write_measurement_report` — a Comprehensive 3D SR holding a TID 1500 Measurement Report. Per
   finding a TID 1411 volumetric ROI group: tracking identifier and UID, the finding's label segment in the
   SEG (the whole segment: TID 1411 allows no frame list) with the slices the finding spans as its source
@@ -126,6 +129,8 @@ def _check(volume: Volume, prediction: Prediction, where: str) -> list[Dataset]:
         raise ExportError(where, "the prediction belongs to another series")
     if prediction.mask is not None and prediction.mask.shape != volume.voxels.shape[:3]:
         raise ExportError(where, f"mask shape {prediction.mask.shape} differs from the series {volume.voxels.shape[:3]}")
+    if volume.resampled:
+        return _check_resampled(volume, prediction, where)
     if len(set(volume.sop_instance_uids)) != n:
         raise ExportError(where, "multi-frame source images are not supported for DICOM export")
     headers = [volume.header(k) for k in range(n)]
@@ -141,6 +146,60 @@ def _check(volume: Volume, prediction: Prediction, where: str) -> list[Dataset]:
         if not np.allclose(stated, expected, atol=POSITION_TOLERANCE_MM):
             raise ExportError(where, "a source header's Image Position (Patient) differs from its slice's")
     return [source_for_export(h) for h in headers]
+
+
+def _acquired_headers(volume: Volume, where: str) -> list[Dataset]:
+    """The headers of a resampled volume's acquired slices, in acquired order, checked against
+    their recorded positions."""
+    sources = volume.acquired_sources
+    if not sources or len({getattr(s, "sop_instance_uid", None) for s in sources}) != len(sources):
+        raise ExportError(where, "multi-frame source images are not supported for DICOM export")
+    headers = [getattr(s, "header", None) for s in sources]
+    if any(h is None for h in headers):
+        raise ExportError(where, "some slices have no DICOM header")
+    stated = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
+    expected = np.array([s.position_lps_mm for s in volume.acquired], dtype=float)
+    if not np.allclose(stated, expected, atol=POSITION_TOLERANCE_MM):
+        raise ExportError(where, "a source header's Image Position (Patient) differs from its slice's")
+    return headers
+
+
+def _check_resampled(volume: Volume, prediction: Prediction, where: str) -> list[Dataset]:
+    """Per volume slice, the header of the nearest acquired slice (a resampled volume's slices
+    are not the source images; :func:`_mask_on_acquired` maps masks back onto them)."""
+    if prediction.positions_lps_mm is not None and not np.allclose(
+            np.asarray(prediction.positions_lps_mm, dtype=float), volume.positions_lps_mm, atol=POSITION_TOLERANCE_MM):
+        raise ExportError(where, "the prediction's slice positions differ from the series'")
+    _acquired_headers(volume, where)
+    headers = [volume.header(k) for k in range(volume.voxels.shape[0])]
+    if any(h is None for h in headers):
+        raise ExportError(where, "some slices have no DICOM header")
+    return [source_for_export(h) for h in headers]
+
+
+def _unique(headers: Sequence[Dataset]) -> list[Dataset]:
+    seen: dict[str, Dataset] = {}
+    for h in headers:
+        seen.setdefault(str(h.SOPInstanceUID), h)
+    return list(seen.values())
+
+
+def _mask_on_acquired(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    """A resampled volume's label mask on each acquired slice's own pixel grid (nearest voxel):
+    acquired pixel (j, i) takes the label of the volume voxel nearest its patient position."""
+    rows, cols = volume.acquired_sources[0].rows, volume.acquired_sources[0].columns
+    out = np.zeros((len(volume.acquired), rows, cols), dtype=mask.dtype)
+    count, vrows, vcols = mask.shape
+    for a, info in enumerate(volume.acquired):
+        k, j, i = volume.lps_to_index(np.asarray(info.position_lps_mm, dtype=float))
+        kk = int(np.floor(k + 0.5))
+        if not 0 <= kk < count:
+            continue
+        jj = np.floor(np.arange(rows) + j + 0.5).astype(int)
+        ii = np.floor(np.arange(cols) + i + 0.5).astype(int)
+        rj, ri = (jj >= 0) & (jj < vrows), (ii >= 0) & (ii < vcols)
+        out[a][np.ix_(rj, ri)] = mask[kk][np.ix_(jj[rj], ii[ri])]
+    return out
 
 
 def _segment_labels(prediction: Prediction) -> list[int]:
@@ -176,6 +235,12 @@ def build_segmentation(volume: Volume, prediction: Prediction, *, where: str = "
     if not mask.any():
         raise ExportError(where, "the mask is empty: nothing to segment")
 
+    if volume.resampled:
+        # The volume was resampled (tilt, gaps): the mask goes back onto the acquired slices.
+        headers = [source_for_export(h) for h in _acquired_headers(volume, where)]
+        mask = _mask_on_acquired(volume, mask)
+        if not mask.any():
+            raise ExportError(where, "the mask falls outside the acquired slices: nothing to segment")
     # Pair mask slices with source headers by position, sorted along the slice normal.
     order = list(range(len(headers)))
     if volume.geometry_known:
@@ -286,7 +351,7 @@ def build_measurement_report(volume: Volume, prediction: Prediction, *, segmenta
         number = segment_of.get(finding.label)
         if number is not None:
             # The whole segment (TID 1411 allows no frame list); the finding's slices as its source images.
-            spanned = [headers[k] for k in range(finding.slices[0], finding.slices[1] + 1)]
+            spanned = _unique([headers[k] for k in range(finding.slices[0], finding.slices[1] + 1)])
             reference = hd.sr.ReferencedSegment(
                 sop_class_uid=segmentation.SOPClassUID, sop_instance_uid=segmentation.SOPInstanceUID,
                 segment_number=number, source_images=[
@@ -309,6 +374,8 @@ def build_measurement_report(volume: Volume, prediction: Prediction, *, segmenta
                                             unit=_NO_UNITS, algorithm_id=cls_algorithm)],
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(kind, verdict)] if verdict else None))
 
+    if volume.resampled:
+        headers = [source_for_export(h) for h in _acquired_headers(volume, where)]
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.SCT.ImagingProcedure,
                                      imaging_measurements=groups or None, referenced_images=headers)
     evidence = [*headers, segmentation] if segmentation is not None else headers

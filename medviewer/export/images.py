@@ -22,7 +22,7 @@ from medviewer.ai.prediction import Prediction, label_rgb
 from medviewer.core import mpr
 from medviewer.core.annotations import Annotation, measurement_text
 from medviewer.core.volume import Volume
-from medviewer.core.windowing import Window, default_window, percentile_window, to_uint8
+from medviewer.core.windowing import Window, color_to_uint8, default_window, percentile_window, to_uint8
 
 MASK_STYLES = ("contour", "fill")
 HEATMAP_OPACITY = 0.5
@@ -81,7 +81,7 @@ def window_slice(volume: Volume, k: int, window: Window | tuple[float, float] | 
         raise IndexError(f"slice {k} outside 0..{count - 1}")
     plane = volume.voxels[int(k)]
     if volume.is_color:
-        return np.array(plane, dtype=np.uint8, copy=True)
+        return np.array(color_to_uint8(plane, volume.color_bits), dtype=np.uint8, copy=True)
     lo, hi = _as_window(window, volume).levels()
     gray = to_uint8(plane, lo, hi, invert=volume.invert)
     return np.repeat(gray[:, :, None], 3, axis=2)

@@ -331,6 +331,7 @@ class SliceView(pg.GraphicsView):
         if image is None:
             return
         if self.volume.is_color:
+            image = windowing.color_to_uint8(image, self.volume.color_bits)
             self.image_item.setImage(image, autoLevels=False, levels=(0, 255), lut=None)
         else:
             lo, hi = self.window_level.levels() if self.window_level else (float(image.min()), float(image.max()))

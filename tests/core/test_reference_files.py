@@ -9,8 +9,8 @@ voxels equal pydicom's decode:
 
 * grayscale: ``ds.pixel_array * RescaleSlope + RescaleIntercept`` (per frame where the
   functional groups say so),
-* colour: pydicom's RGB (``pixel_array`` converts YBR to RGB), reduced to uint8 by keeping the
-  top 8 stored bits of 16/32-bit samples,
+* colour: pydicom's RGB (``pixel_array`` converts YBR to RGB) at the stored depth (uint16 and
+  uint32 for 16- and 32-bit samples, never cut to 8 bits),
 * palette colour: ``pydicom.pixels.apply_color_lut``, reduced to uint8 the same way,
 
 with each slice matched to its frame through ``volume.slices[k].frame`` (never assuming the
@@ -135,10 +135,10 @@ REFERENCE = [
     Ref("rtdose_rle_1frame.dcm", RLE, "MONOCHROME2", 1, 32, "int32"),
     Ref("SC_rgb_rle.dcm", RLE, "RGB", 1, 8, "uint8"),
     Ref("SC_rgb_rle_2frame.dcm", RLE, "RGB", 2, 8, "uint8"),
-    Ref("SC_rgb_rle_16bit.dcm", RLE, "RGB", 1, 16, "uint8"),
-    Ref("SC_rgb_rle_16bit_2frame.dcm", RLE, "RGB", 2, 16, "uint8"),
-    Ref("SC_rgb_rle_32bit.dcm", RLE, "RGB", 1, 32, "uint8"),
-    Ref("SC_rgb_rle_32bit_2frame.dcm", RLE, "RGB", 2, 32, "uint8"),
+    Ref("SC_rgb_rle_16bit.dcm", RLE, "RGB", 1, 16, "uint16"),
+    Ref("SC_rgb_rle_16bit_2frame.dcm", RLE, "RGB", 2, 16, "uint16"),
+    Ref("SC_rgb_rle_32bit.dcm", RLE, "RGB", 1, 32, "uint32"),
+    Ref("SC_rgb_rle_32bit_2frame.dcm", RLE, "RGB", 2, 32, "uint32"),
 ]
 
 # Bundled image files that pydicom itself cannot decode.
@@ -199,7 +199,7 @@ def _expected_voxels(ref: Ref, ds: pydicom.Dataset) -> np.ndarray:
     """What each frame should become in the volume, in file frame order."""
     stored = _frames(ds)
     if ref.kind == "color":
-        return _to_uint8(stored, int(ds.BitsStored))
+        return stored
     if ref.kind == "palette":
         rgb = apply_color_lut(stored, ds)
         return _to_uint8(rgb, int(ds.RedPaletteColorLookupTableDescriptor[2]))
@@ -214,7 +214,7 @@ def _canonical_hash(ref: Ref, ds: pydicom.Dataset) -> str:
     """info.py's documented hash, computed from pydicom's decode."""
     stored = _frames(ds)
     if ref.kind == "color":
-        canonical = np.ascontiguousarray(_to_uint8(stored, int(ds.BitsStored)))
+        canonical = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<"))
     elif stored.dtype.kind == "f":
         canonical = np.ascontiguousarray(stored, dtype="<f8")
     else:
@@ -276,8 +276,9 @@ def test_load_equals_pydicom(ref: Ref, loaded):
         assert voxels.shape == (ref.frames, rows, cols)
     else:
         assert voxels.shape == (ref.frames, rows, cols, 3)
-        assert voxels.dtype == np.uint8
+        assert voxels.dtype == (np.uint8 if ref.kind == "palette" or ref.bits == 8 else np.dtype(f"uint{ref.bits}"))
         assert volume.is_color
+        assert volume.color_bits == (8 if ref.kind == "palette" else int(ds.BitsStored))
     assert voxels.flags.c_contiguous
     if ref.dtype is not None:
         assert voxels.dtype == np.dtype(ref.dtype), f"{ref.name}: {voxels.dtype}"

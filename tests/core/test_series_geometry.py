@@ -128,24 +128,45 @@ def test_sorting_follows_normal_not_z(writer):
 
 
 def test_gap_warns_and_spacing_is_median(writer):
+    """A missing slice: the acquired slices keep their real positions on an even grid, and the
+    missing one is interpolated (slices after the gap are not pulled one spacing up)."""
     written = writer.write(5, distances=[0.0, 2.5, 5.0, 10.0, 12.5])
     series = scan_one(writer.folder)
-    assert "gap" in warnings_text(series)
+    assert "gap" in warnings_text(series) and "resampled" in warnings_text(series)
     volume = load(series)
     assert volume.spacing_mm[0] == pytest.approx(2.5)
-    assert_geometric_order(volume, written)
+    assert volume.shape == (6, 16, 16) and volume.resampled
+    acquired = [0, 1, 2, 4, 5]  # grid slice of each written slice
+    for k, item in zip(acquired, written["slices"]):
+        assert volume.slices[k].source == item["path"] and not volume.slices[k].interpolated
+        np.testing.assert_allclose(volume.positions_lps_mm[k], item["position"], atol=1e-4)
+        np.testing.assert_array_equal(volume.voxels[k], item["pixels"].astype(np.int32) - 1024)
+    assert volume.slices[3].interpolated and volume.slices[3].sop_instance_uid == ""
+    expected = (written["slices"][2]["pixels"].astype(np.float64) + written["slices"][3]["pixels"]) / 2 - 1024
+    assert np.abs(volume.voxels[3] - expected).max() <= 0.5
     assert any("gap" in w.lower() for w in volume.warnings)
+    assert [s.source for s in volume.acquired] == [item["path"] for item in written["slices"]]
+    # Without resampling the acquired stack is kept, each slice with its own position.
+    stack = medviewer.load(series, parallel=False, resample=False)
+    assert_geometric_order(stack, written)
+    assert any("not resampled" in w for w in stack.warnings)
 
 
-def test_duplicate_position_warns(writer):
+def test_duplicate_position_keeps_one_and_lists_the_other(writer):
     written = writer.write(5, distances=[0.0, 2.5, 2.5, 5.0, 7.5])
     series = scan_one(writer.folder)
-    assert len(series) == 5
-    assert "position" in warnings_text(series) and "share" in warnings_text(series)
+    assert len(series) == 4
+    assert "position" in warnings_text(series) and "not used" in warnings_text(series)
+    # The one with the lower instance number is used; the other is listed with the reason.
+    (unused,) = series.unused
+    assert unused.frame.instance.source.name == written["slices"][2]["path"]
+    assert os.path.basename(written["slices"][1]["path"]) in unused.reason
     volume = load(series)
-    assert volume.spacing_mm[0] == pytest.approx(2.5)
-    # The two slices at 2.5 mm are both kept, in instance-number order.
-    assert [s.source for s in volume.slices] == [item["path"] for item in written["slices"]]
+    assert volume.spacing_mm[0] == pytest.approx(2.5) and not volume.resampled
+    kept = [written["slices"][i] for i in (0, 1, 3, 4)]
+    assert [s.source for s in volume.slices] == [item["path"] for item in kept]
+    for k, item in enumerate(kept):
+        np.testing.assert_allclose(volume.positions_lps_mm[k], item["position"], atol=1e-4)
 
 
 def test_irregular_spacing_warns(writer):
@@ -600,7 +621,8 @@ def test_broken_dicomdir_is_refused_with_reason(tmp_path, pydicom_file):
     (refused,) = result.refused
     assert refused.path == str(folder / "DICOMDIR") and refused.reason.startswith("unreadable DICOMDIR")
     # The folder itself still opens: the walk skips the DICOMDIR and reads the files.
-    assert len(medviewer.scan(folder, parallel=False).series) == 24
+    # 24 series; "Routine Brain" holds a slice 202 mm from its other three, so it opens as two stacks.
+    assert len(medviewer.scan(folder, parallel=False).series) == 25
 
 
 # --- more header details ---------------------------------------------------------------------------
