@@ -63,6 +63,7 @@ def _start() -> None:
     _warnings_context = warnings.catch_warnings(record=True)
     recorded = _warnings_context.__enter__()
     warnings.simplefilter("always")
+    warnings.simplefilter("ignore", ResourceWarning)  # the collector's business, not the file's
     _records_from_warnings[:] = [recorded]
     logger = logging.getLogger("pydicom")
     logger.addHandler(_handler)

@@ -15,6 +15,9 @@ class MedViewerError(Exception):
     """An error a user can act on: ``str()`` is one line naming the file and the reason."""
 
     def __init__(self, path: str, reason: str):
+        from medviewer.core.sources import one_line
+
+        reason = one_line(reason)
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +60,11 @@ def display_date(value: str) -> str:
 def syntax_name(uid: str) -> str:
     if uid in _EXTRA_SYNTAX_NAMES:
         return _EXTRA_SYNTAX_NAMES[uid]
-    name = UID(uid).name
-    return name if name and name != uid else f"transfer syntax {uid}"
+    # Looked up, not built as a UID: a damaged UID would make pydicom warn on stderr.
+    from pydicom.uid import UID_dictionary
+
+    entry = UID_dictionary.get(str(uid))
+    return entry[0] if entry else f"transfer syntax {uid}"
 
 
 @dataclass(frozen=True)
@@ -360,6 +364,10 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
     has_preamble = head[128:132] == b"DICM"
     if not has_preamble and not _plausible_raw_dicom(head):
         return Refused(source.name, "not a DICOM file")
+    if has_preamble:
+        reason = _deflate_bomb(fp, size)
+        if reason:
+            return Refused(source.name, reason)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
     except InvalidDicomError:
@@ -409,11 +417,20 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
         ds.SamplesPerPixel = samples
         notes.append(f"missing SamplesPerPixel, taken as {samples}")
     bits_allocated = int(values.get("BitsAllocated"))
+    if bits_allocated not in (1, 8, 16, 32, 64):
+        return Refused(source.name, f"BitsAllocated {bits_allocated} is not supported (1, 8, 16, 32 or 64)")
+    if samples not in (1, 3):
+        return Refused(source.name, f"SamplesPerPixel {samples} is not supported (1 or 3)")
     bits_stored = values.get("BitsStored")
     if bits_stored in (None, ""):
         bits_stored = bits_allocated
         ds.BitsStored = bits_allocated
         notes.append("missing BitsStored, taken as BitsAllocated")
+    elif not isinstance(bits_stored, int) or not 1 <= bits_stored <= bits_allocated:
+        notes.append(f"BitsStored {bits_stored!r} does not fit BitsAllocated {bits_allocated}, taken as {bits_allocated}")
+        bits_stored = bits_allocated
+        ds.BitsStored = bits_allocated
+        ds.HighBit = bits_allocated - 1
     if values.get("HighBit") in (None, ""):
         ds.HighBit = int(bits_stored) - 1
     pixel_representation = values.get("PixelRepresentation")
@@ -496,7 +513,7 @@ def _read_dicom(source: Source, fp, head: bytes, size: int, keep_header: bool = 
 
 # Claims above this size must be backed by the bytes in the file (compressed: at most this ratio).
 MAX_CLAIM_BYTES = 256 << 20
-MAX_COMPRESSION_RATIO = 2000
+MAX_COMPRESSION_RATIO = 1000
 
 
 def _size(count: int) -> str:
@@ -505,6 +522,48 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
+
+
+def _deflate_bomb(fp, size: int) -> str | None:
+    """Why a Deflated Explicit VR file is refused before pydicom inflates it whole (its data set
+    expands beyond what an honest file does), or None. Leaves ``fp`` at its start."""
+    fp.seek(0)
+    head = fp.read(4096)
+    fp.seek(0)
+    if str(DeflatedExplicitVRLittleEndian).encode() not in head:
+        return None
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+        start = fp.tell()
+    except Exception:  # noqa: BLE001 - the full read will name what is wrong
+        fp.seek(0)
+        return None
+    if str(meta.get("TransferSyntaxUID", "")).strip() != DeflatedExplicitVRLittleEndian:
+        fp.seek(0)
+        return None
+    limit = max(MAX_CLAIM_BYTES, MAX_COMPRESSION_RATIO * max(size - start, 1))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while True:
+        chunk = fp.read(1 << 20)
+        if not chunk:
+            break
+        data = inflater.decompress(chunk, 16 << 20)
+        total += len(data)
+        while inflater.unconsumed_tail and total <= limit:
+            data = inflater.decompress(inflater.unconsumed_tail, 16 << 20)
+            total += len(data)
+        if total > limit:
+            fp.seek(0)
+            return (f"deflated data set expands beyond {_size(limit)} from {_size(size - start)}: "
+                    "a deflate bomb, not read")
+        if inflater.eof:
+            break
+    fp.seek(0)
+    return None
 
 
 def decoder_missing(syntax: str) -> str | None:

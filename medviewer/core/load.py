@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from medviewer.core.capture import clean
+from medviewer.core.capture import captured, clean
 from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, rgb_dtype, to_rgb
 from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, WorkerCrashed, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
@@ -74,6 +74,13 @@ def _stored_range(instance: Instance) -> tuple[int, int]:
 
 def plan_dtype(series: Series) -> np.dtype:
     """The dtype the volume starts in, from the headers alone."""
+    try:
+        return _plan_dtype(series)
+    except (OverflowError, ValueError):  # absurd rescale values: floats hold whatever comes
+        return np.dtype(np.float32)
+
+
+def _plan_dtype(series: Series) -> np.dtype:
     if series.is_color:
         # Colour keeps its stored depth (16- and 32-bit RGB are not cut to 8 bits).
         return max((rgb_dtype(inst) for inst in series.instances), key=lambda d: d.itemsize)
@@ -117,6 +124,11 @@ class _Target:
         self.widened_from: np.dtype | None = None
 
     def put(self, k: int, stored: np.ndarray, slope: float, intercept: float) -> None:
+        # Absurd rescale values (a damaged header) saturate quietly; numpy would warn on stderr.
+        with np.errstate(all="ignore"):
+            self._put(k, stored, slope, intercept)
+
+    def _put(self, k: int, stored: np.ndarray, slope: float, intercept: float) -> None:
         if self.voxels.ndim == 4:
             with self.lock:
                 self.voxels[k] = stored
@@ -244,7 +256,9 @@ def load(
 
     def decode_here(ks: list[int]) -> list[int]:
         inst = frames[ks[0]].instance
-        arrays, palette = decode_frames(inst, [frames[k].frame for k in ks])
+        with captured() as messages:
+            arrays, palette = decode_frames(inst, [frames[k].frame for k in ks])
+        notes.extend(messages)
         return put_decoded(ks, arrays, palette)
 
     # Jobs: (kind, slice indices). Frames of one instance that need a decoder go together.

@@ -85,7 +85,7 @@ def run_isolated(function: Callable[..., T], *args: Any) -> T:
     """
     from medviewer.core.errors import WorkerCrashed
 
-    for attempt in range(2):
+    for _attempt in range(2):
         pool = process_pool()
         if pool is None:
             return function(*args)

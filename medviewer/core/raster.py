@@ -24,7 +24,7 @@ _GRAY_MODES = {"1": (8, 0, False), "L": (8, 0, False), "I;16": (16, 0, False), "
 # Pages of a multi-page picture (TIFF) read at most, and claims that must be backed by the file.
 MAX_PAGES = 4096
 _MAX_CLAIM = 256 << 20
-_PICTURE_RATIO = 2000
+_PICTURE_RATIO = 1000
 
 
 def _picture_extra(source: Source) -> dict:
@@ -95,8 +95,10 @@ def decode_raster(instance: Instance) -> np.ndarray:
     return np.stack(out)
 
 
-# What a gzip stream can expand to (deflate's limit is about 1032:1) and the largest header extension read.
-_GZIP_RATIO = 1100
+# A large gzipped volume expanding more than this is a bomb (honest CT and MR compress a few-fold,
+# masks a few hundred-fold at most); the largest header extension read.
+_GZIP_RATIO = 200
+_GZIP_CHECKED_ABOVE = 256 << 20
 _MAX_VOX_OFFSET = 64 << 20
 
 
@@ -163,9 +165,9 @@ def _nifti_claim(fp, size: int) -> _NiftiClaim:
         raise ValueError(f"damaged NIfTI header (data offset {claim.offset})")
     need = claim.volume_bytes
     if gzipped:
-        if need > _GZIP_RATIO * max(size, 1) and need > (1 << 20):
+        if need > _GZIP_RATIO * max(size, 1) and need > _GZIP_CHECKED_ABOVE:
             raise ValueError(f"the header claims {_size(need)} of voxels ({_dims(claim.shape)}) but the compressed "
-                             f"file holds {_size(size)}, more than gzip can expand to; refused before reading")
+                             f"file holds {_size(size)}, a gzip bomb; refused before reading")
     elif claim.offset + need > size:
         raise ValueError(f"the header claims {_size(need)} of voxels ({_dims(claim.shape)}) but the file holds "
                          f"{_size(max(0, size - claim.offset))}; refused before reading")

@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
+
 from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, WorkerCrashed, is_cancelled
 from medviewer.core.header import Instance, read_instance
 from medviewer.core.pool import process_pool, replace_broken, run_isolated
@@ -61,7 +63,10 @@ def scan(
             instances.append(result)
         else:
             refused.append(result)
-    return ScanResult(build_series(instances), refused_sorted(refused))
+    # Damaged geometry (huge or NaN positions) must not make numpy warn on stderr while grouping.
+    with np.errstate(all="ignore"):
+        series = build_series(instances)
+    return ScanResult(series, refused_sorted(refused))
 
 
 def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel: bool) -> list:

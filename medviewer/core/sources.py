@@ -7,6 +7,7 @@ sources, and reports what it could not reach as :class:`Refused` entries instead
 
 from __future__ import annotations
 
+import atexit
 import errno
 import io
 import os
@@ -187,11 +188,25 @@ def _archive_entry(path: str) -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInf
         raise
     entry = (archive, {info.filename: info for info in archive.infolist()})
     with _archives_lock:
+        if path in _archives:  # another thread opened it meanwhile
+            archive.close()
+            return _archives[path]
         _archives[path] = entry
         while len(_archives) > _ARCHIVES_KEPT:
             _, (old, _) = _archives.popitem(last=False)
             old.close()
     return entry
+
+
+def close_archives() -> None:
+    """Close the archives kept open (at exit, and for tests)."""
+    with _archives_lock:
+        while _archives:
+            _, (archive, _) = _archives.popitem()
+            archive.close()
+
+
+atexit.register(close_archives)
 
 
 def _archive(path: str) -> zipfile.ZipFile:
@@ -239,8 +254,21 @@ class Refused:
     path: str
     reason: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))
+
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\u024f\u2010-\u2026]+")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` as one printable line (a damaged file's bytes quoted in an error message are
+    replaced by '?'), cut to ``limit`` characters."""
+    text = _UNPRINTABLE.sub("?", " ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def natural_key(text: str) -> list:

@@ -8,7 +8,6 @@ killed or on a full disk leaves no half folder; ``predict`` on a full disk leave
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
