@@ -327,9 +327,6 @@ def measure(name: str, root: Path) -> tuple[Figures, medviewer.Volume, list[dict
     marker = next(item["marker"] for item in written if item["marker"] is not None)
     kji = np.rint(volume.lps_to_index(marker)).astype(int)
     marker_ok = bool(volume.voxels[tuple(kji)] == MARKER)
-    inner = truth < 1.0
-    residual = data.reshape(-1)[inner] - field_value(theirs[inner])
-    dcm_offset = float(np.median(residual) / GRAD_NORM)
     return Figures(name, ours, sitk_mm, sitk_affine, dcm_mm, grid_mm, produced, marker_ok,
                    dcm_offset), volume, written
 
