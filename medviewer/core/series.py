@@ -54,6 +54,8 @@ class FrameRef:
 
 #: In-plane offset (mm) between slices beyond which the series counts as sheared (gantry tilt).
 SHEAR_TOLERANCE_MM = 0.05
+#: A slice this close to the even grid through the first and last slice is not resampled.
+EVEN_TOLERANCE_MM = 0.02
 #: Two frames closer than this along the normal, and in the same plane, are at the same position.
 SAME_POSITION_MM = 0.01
 
@@ -524,9 +526,18 @@ def _sort_by_position(series: Series, dy: float, dx: float) -> None:
     offsets = positions - positions[0] - np.outer(distance - distance[0], normal)
     shear = float(np.linalg.norm(offsets, axis=1).max()) if len(positions) else 0.0
     sheared = shear > SHEAR_TOLERANCE_MM and not stacked
-    uneven = (not stacked and len(moving) > 0
-              and float(np.abs(moving - dz).max()) > max(SAME_POSITION_MM, 0.005 * dz))
     along = float(distance[-1] - distance[0])
+    uneven = False
+    if not stacked and len(moving) and len(distance) > 2:
+        # Even enough when every slice is within EVEN_TOLERANCE_MM of an even grid through the
+        # first and the last (positions rounded in the header are not resampled for nothing).
+        count = int(round(along / dz)) + 1
+        step = along / (count - 1) if count > 1 else dz
+        deviation = np.abs(distance - distance[0] - step * np.arange(len(distance)))
+        if count == len(distance) and float(deviation.max()) <= min(EVEN_TOLERANCE_MM, 0.1 * dz):
+            dz = float(step)
+        else:
+            uneven = True
     if sheared:
         angle = float(np.degrees(np.arctan2(np.linalg.norm(offsets[-1]), along))) if along > 0 else 0.0
         series.warnings.append(f"slices are sheared (gantry tilt about {angle:.1f}°): resampled onto an "

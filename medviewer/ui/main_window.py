@@ -432,6 +432,9 @@ class MainWindow(QMainWindow):
             for view in self.grid.visible_views():
                 if view.volume is volume:
                     view._loaded = None
+                    if volume.resampled:
+                        # Resampled once every slice was decoded (tilt, gaps): new shape and geometry.
+                        view.set_volume(volume, key, axis=view.axis)
                     view.render()
             if volume.warnings:
                 self.statusBar().showMessage("; ".join(volume.warnings), 10000)

@@ -297,6 +297,8 @@ class SliceView(pg.GraphicsView):
             self._buffer = None
             self._clear_annotation_items()
             self.annotations = []
+        else:
+            self.index = int(np.clip(self.index, 0, self.count - 1))
         self._offset = windowing.display_offset(volume.voxels.dtype) if not volume.is_color else 0
         self._update_lut()
         self.render()
@@ -598,6 +600,10 @@ class SliceView(pg.GraphicsView):
             parts = [f"thickness {thickness:.2f} mm" if thickness else "",
                      f"spacing {volume.spacing_mm[0]:.2f} mm" if volume.geometry_known else ""]
             lines.append(", ".join(p for p in parts if p))
+        if volume.resampled:
+            interpolated = (self.axis == 0 and 0 <= self.index < len(volume.slices)
+                            and volume.slices[self.index].interpolated and not volume.slices[self.index].source)
+            lines.append(f"resampled ({volume.resampled})" + (": interpolated slice" if interpolated else ""))
         if self.slab > 1:
             lines.append(f"slab {self.slab} ({self.slab_mode.upper()})")
         if self.axis == 0 and self.index in self.bookmarks:

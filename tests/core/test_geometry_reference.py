@@ -326,9 +326,6 @@ def measure(name: str, root: Path) -> tuple[Figures, medviewer.Volume, list[dict
     marker = next(item["marker"] for item in written if item["marker"] is not None)
     kji = np.rint(volume.lps_to_index(marker)).astype(int)
     marker_ok = bool(volume.voxels[tuple(kji)] == MARKER)
-    inner = truth < 1.0
-    residual = data.reshape(-1)[inner] - field_value(theirs[inner])
-    dcm_offset = float(np.median(residual) / GRAD_NORM)
     return Figures(name, ours, sitk_mm, sitk_affine, dcm_mm, grid_mm, produced, marker_ok,
                    dcm_offset), volume, written
 
@@ -401,6 +398,41 @@ def test_gapped_series_keeps_acquired_slices_exact(tmp_path):
     interpolated = [k for k, s in enumerate(volume.slices) if s.interpolated]
     assert interpolated == [3, 7, 8]
     assert [s.sop_instance_uid for s in volume.acquired] == [item["uid"] for item in written]
+
+
+def test_positions_rounded_in_the_header_are_not_resampled(tmp_path):
+    """0.625 mm slices written with two decimals (steps of 0.62 and 0.63 mm): kept as acquired,
+    the spacing fitted through the first and last slice, every slice within 0.01 mm."""
+    origin = np.array([-10.0, -20.0, 30.0])
+    positions = [origin + np.array([0, 0, round(k * 0.625, 2)]) for k in range(16)]
+    case = Case("rounded", positions, np.array([1.0, 0, 0]), np.array([0.0, 1, 0]), marker_slice=3)
+    written = write_case(case, tmp_path / "rounded")
+    volume = medviewer.load(medviewer.scan(tmp_path / "rounded", parallel=False).series[0], parallel=False)
+    assert not volume.resampled and volume.shape[0] == 16
+    assert volume.spacing_mm[0] == pytest.approx(0.625, abs=1e-3)
+    error = np.linalg.norm(volume.positions_lps_mm - np.array([w["position"] for w in written]), axis=1)
+    assert error.max() < 0.01
+
+
+def test_info_json_names_the_resampling_and_the_unused_image(tmp_path):
+    import json
+
+    write_case(_case("tilted"), tmp_path / "tilted")
+    written = write_case(_case("duplicated"), tmp_path / "duplicated")
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-m", "medviewer", "info", "--json", str(tmp_path / "tilted"),
+                          str(tmp_path / "duplicated")], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    series = [s for st in json.loads(out.stdout)["studies"] for s in st["series"]]
+    tilted = next(s for s in series if s["resampled"])
+    assert tilted["resampled"]["reason"] == "gantry tilt" and tilted["resampled"]["rows"] > ROWS
+    assert any("tilt" in w for w in tilted["warnings"])
+    duplicated = next(s for s in series if s["not_used"])
+    (unused,) = duplicated["not_used"]
+    dup = next(w for w in written if w["duplicate"])
+    assert unused["sop_instance_uid"] == dup["uid"] and "same position" in unused["reason"]
+    assert dup["uid"] not in {img["sop_instance_uid"] for img in duplicated["images"]}
 
 
 def main() -> None:
