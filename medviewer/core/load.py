@@ -218,7 +218,10 @@ def load(
         raise LoadError(series.key, "series has no frames")
     shape = (count, series.rows, series.columns) + ((3,) if series.is_color else ())
     target = _Target(shape, plan_dtype(series))
-    volume = _make_volume(series, target.voxels)
+    try:
+        volume = _make_volume(series, target.voxels)
+    except Exception as exc:  # noqa: BLE001 - a header element that breaks only when read lazily refuses the series
+        raise LoadError(series.key, f"header could not be read ({type(exc).__name__}: {exc})") from exc
 
     first = count // 2 if first_slice is None else min(max(first_slice, 0), count - 1)
     order = [first] + [k for k in range(count) if k != first]
@@ -502,5 +505,5 @@ def _voi_lut(instance: Instance) -> VoiLut | None:
         table = np.asarray(table[:entries], dtype=np.uint16)
         return VoiLut(first_mapped if first_mapped < 32768 or instance.pixel_representation == 0 else first_mapped - 65536,
                       table, str(item.get("LUTExplanation", "") or ""))
-    except (AttributeError, ValueError, TypeError, IndexError):
+    except Exception:  # noqa: BLE001 - an unreadable VOI LUT (bad VR, bad length) falls back to the window
         return None

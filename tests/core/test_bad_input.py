@@ -893,3 +893,36 @@ def test_ten_thousand_nested_sequences_are_a_refusal_not_a_recursion_error(tmp_p
     result = medviewer.scan(folder, parallel=parallel)
     assert [s.modality for s in result.series] == ["CT"]
     assert {r.reason for r in result.refused} == {"nesting too deep (sequences within sequences), not read"}
+
+
+def test_unknown_vr_inside_the_voi_lut_sequence_still_opens_the_image(tmp_path, capfd):
+    """The VOI LUT is read only at load time, after the header scan: a bad VR there drops the LUT, not the file."""
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file("vlut_04.dcm")).read_bytes()  # pydicom-data's wheel holds it
+    at = data.find(b"\x28\x00\x02\x30US")  # (0028,3002) LUT Descriptor
+    assert at > 0
+    path = tmp_path / "bad-lut-vr.dcm"
+    path.write_bytes(data[:at + 4] + b"ZZ" + data[at + 6:])
+    result = medviewer.scan(path, parallel=False)
+    (series,) = result.series
+    volume = medviewer.load(series, parallel=False)
+    assert volume.voi_lut is None and volume.voxels.shape[-2:] == (512, 512)
+    assert cli_main(["info", str(path)]) == 0
+    _no_traceback(capfd.readouterr())
+
+
+def test_a_header_that_breaks_only_when_loaded_refuses_that_series(writer, monkeypatch):
+    from medviewer.core.errors import LoadError
+
+    load_module = importlib.import_module("medviewer.core.load")
+
+    writer.write(2)
+    series = medviewer.scan(writer.folder, parallel=False).series[0]
+
+    def broken(*args, **kwargs):
+        raise NotImplementedError("Unknown Value Representation 'ZZ' in tag (0028,1050)")
+
+    monkeypatch.setattr(load_module, "_make_volume", broken)
+    with pytest.raises(LoadError, match=r"header could not be read \(NotImplementedError: Unknown Value"):
+        medviewer.load(series, parallel=False)
