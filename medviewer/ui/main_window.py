@@ -139,7 +139,11 @@ class MainWindow(QMainWindow):
             action.setToolTip(tip)
             action.setStatusTip(tip)
         if slot is not None:
-            (action.toggled if checkable else action.triggered).connect(slot)
+            if checkable:
+                action.toggled.connect(slot)
+            else:
+                # triggered(bool) would arrive as the slot's first argument (a path=False, say): drop it
+                action.triggered.connect(lambda _checked=False, s=slot: s())
         self.addAction(action)
         return action
 
