@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted")
         return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        _print_error(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             raise
@@ -350,6 +355,10 @@ def _series_and_prediction(args: argparse.Namespace):
             prediction = read_prediction(args.predictions)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise CommandError(str(exc).strip("'\"")) from None
+        except OSError as exc:  # a file where a folder belongs, unreadable, ...
+            raise CommandError(f"{args.predictions}: cannot read the predictions "
+                               f"({exc.strerror or type(exc).__name__}; give the folder 'medviewer predict' wrote)"
+                               ) from None
     series = _pick_series(args.path, args.series or (prediction.series_uid if prediction else None))
     volume = load(series)
     if prediction is not None and prediction.sop_instance_uids != volume.sop_instance_uids:

@@ -201,6 +201,9 @@ def write_prediction(prediction: Prediction, out_dir: str | os.PathLike, *, forc
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
             temp = Path(name)
             temporaries.append((temp, target))
+            from medviewer.export.safe import _umask
+
+            os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600: the user's usual mode instead
             with os.fdopen(fd, "wb") as fp:
                 if target.name == "predictions.json":
                     fp.write(json.dumps(prediction.to_json(), indent=2).encode())

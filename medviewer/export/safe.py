@@ -33,6 +33,20 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fp:
+            for line in fp:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check_targets(targets: list[Path], force: bool) -> None:
     """Raise :class:`ExistsError` for the first target that exists, unless ``force``."""
     if force:
@@ -60,6 +74,8 @@ def write_files(files: Mapping[str | os.PathLike, FileWriter], *, force: bool = 
             temp = Path(name)
             temporaries.append((temp, target))
             try:
+                # mkstemp creates 0600; an export gets the permissions of any file the user creates
+                os.chmod(temp, 0o666 & ~_umask())
                 with os.fdopen(fd, "wb") as fp:
                     writer(fp)
             except OSError as exc:
@@ -96,6 +112,7 @@ def write_folder(target: str | os.PathLike, fill: Callable[[Path], None], *, for
         raise ExportError(str(target.parent), f"cannot write here ({_reason(exc)})") from None
     try:
         try:
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp creates 0700
             fill(staging)
         except OSError as exc:
             raise ExportError(str(target), f"writing failed ({_reason(exc)})") from None

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QToolBar,
     QWidget,
@@ -77,7 +78,7 @@ class MainWindow(QMainWindow):
         self.series_tree.openRequested.connect(lambda key: self.open_series(key))
         self.refused_list = RefusedList(self)
         self.tag_browser = TagBrowser(self)
-        self.series_dock = self._dock("Series", self.series_tree, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.series_dock = self._dock("Series", self.series_tree, Qt.DockWidgetArea.RightDockWidgetArea)
         self.refused_dock = self._dock("Not opened", self.refused_list, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tags_dock = self._dock("Tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
         self.assistant = AssistantPanel(self)
@@ -92,6 +93,11 @@ class MainWindow(QMainWindow):
         self._panel_refresh.setInterval(200)
         self._panel_refresh.timeout.connect(lambda: self.assistant.refresh())
         self._connect_assistant()
+        # The image owns the window: the side panels share one tabbed column, each scrolls inside it rather
+        # than widening it (the Tags table or the assistant's plot grew the window past the screen).
+        self.tabifyDockWidget(self.series_dock, self.assistant_dock)
+        self.tabifyDockWidget(self.assistant_dock, self.tags_dock)
+        self.series_dock.raise_()
         self.refused_dock.hide()
         self.tags_dock.hide()
         self.tags_dock.visibilityChanged.connect(lambda visible: visible and self._update_tags())
@@ -110,7 +116,11 @@ class MainWindow(QMainWindow):
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{title}")
-        dock.setWidget(widget)
+        scroll = QScrollArea(dock)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
@@ -139,7 +149,11 @@ class MainWindow(QMainWindow):
             action.setToolTip(tip)
             action.setStatusTip(tip)
         if slot is not None:
-            (action.toggled if checkable else action.triggered).connect(slot)
+            if checkable:
+                action.toggled.connect(slot)
+            else:
+                # triggered(bool) would arrive as the slot's first argument (a path=False, say): drop it
+                action.triggered.connect(lambda _checked=False, s=slot: s())
         self.addAction(action)
         return action
 
@@ -279,9 +293,15 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 860)
+            screen = self.screen().availableGeometry() if self.screen() is not None else None
+            if screen is not None and screen.isValid():  # first start: fit the screen, never exceed it
+                self.resize(min(1600, screen.width()), min(1000, screen.height()))
+                self.move(screen.topLeft())
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)
+        else:
+            self.resizeDocks([self.series_dock], [300], Qt.Orientation.Horizontal)
 
     def save_settings(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
