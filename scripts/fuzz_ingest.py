@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,6 +463,13 @@ class Campaign:
 
 
 def generate(out: Path, count: int, seed: int, intact_count: int = 50, specials_every: int = 60) -> Campaign:
+    """Write the campaign's files; pydicom's complaints about the damage it is asked to write are expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _generate(out, count, seed, intact_count, specials_every)
+
+
+def _generate(out: Path, count: int, seed: int, intact_count: int, specials_every: int) -> Campaign:
     import pydicom
 
     if out.exists():
