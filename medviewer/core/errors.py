@@ -31,6 +31,10 @@ class WorkerCrashed(Exception):
     """A pool process died while working on one file (a native codec aborted or crashed)."""
 
 
+class WorkerHung(WorkerCrashed):
+    """A pool process did not finish one file's work in time; it was killed (see ``pool.task_timeout``)."""
+
+
 class Cancelled(Exception):
     """The user cancelled a long operation."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, to_rgb
-from medviewer.core.errors import Cancelled, CancelToken, WorkerCrashed, is_cancelled
+from medviewer.core.errors import Cancelled, CancelToken, WorkerCrashed, WorkerHung, is_cancelled
 from medviewer.core.header import UNCOMPRESSED, Instance
 from medviewer.core.series import ScanResult, Series
 from medviewer.core.sources import Refused
@@ -44,6 +44,8 @@ def stored_pixels(instance: Instance) -> np.ndarray:
 
         try:
             arrays, palette, messages = run_isolated(decode_job, instance, frames)
+        except WorkerHung as exc:
+            raise DecodeError(f"could not be decoded (the decoder {exc})") from None
         except WorkerCrashed:
             raise DecodeError(CRASHED) from None
         instance.notes.extend(m for m in messages if m not in instance.notes)

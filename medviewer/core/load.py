@@ -19,6 +19,7 @@ widened once, to the next dtype that holds them. Slices come out in any order; t
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -27,9 +28,17 @@ import numpy as np
 
 from medviewer.core.capture import captured, clean
 from medviewer.core.decode import DecodeError, decode_frames, read_native_frame, rgb_bits, rgb_dtype, to_rgb
-from medviewer.core.errors import Cancelled, CancelToken, LoadError, ProgressCallback, WorkerCrashed, is_cancelled
+from medviewer.core.errors import (
+    Cancelled,
+    CancelToken,
+    LoadError,
+    ProgressCallback,
+    WorkerCrashed,
+    WorkerHung,
+    is_cancelled,
+)
 from medviewer.core.header import UNCOMPRESSED, Instance
-from medviewer.core.pool import process_pool, replace_broken, run_isolated, worker_count
+from medviewer.core.pool import kill, process_pool, replace_broken, run_isolated, task_timeout, worker_count
 from medviewer.core.series import FrameRef, Series
 from medviewer.core.volume import SliceInfo, VoiLut, Volume
 
@@ -362,10 +371,30 @@ def load(
             pending[future] = (kind, ks)
             submitted[future] = len(submitted)
 
+        running_since: dict[Future, float] = {}
+        limit = task_timeout()
         while pending:
             if is_cancelled(cancel):
                 raise Cancelled("load cancelled")
             finished, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
+            now = time.monotonic()
+            hung = []
+            for future, (kind, _ks) in pending.items():
+                if kind == "pooled" and future not in finished and future.running():
+                    if now - running_since.setdefault(future, now) > limit:
+                        hung.append(future)
+            if hung:
+                # A decoder stuck in native code: its processes are killed (the other batches they held
+                # are decoded again in fresh processes below); the stuck frames are not retried.
+                kill(pool)
+                for future in hung:
+                    _, ks = pending.pop(future)
+                    for k in ks:
+                        failures[k] = f"could not be decoded (the decoder did not finish within {limit:g} s)"
+                    done += len(ks)
+                    if progress:
+                        progress(done, total)
+                continue
             for future in sorted(finished, key=submitted.__getitem__):
                 kind, ks = pending.pop(future)
                 if kind == "pooled" and _broken(future):
@@ -384,6 +413,9 @@ def load(
                     arrays, palette, messages = run_isolated(decode_job, inst, [frames[k].frame for k in ks])
                     put_decoded(ks, arrays, palette)
                     notes.extend(messages)
+                except WorkerHung as exc:
+                    for k in ks:
+                        failures[k] = f"could not be decoded (the decoder {exc})"
                 except WorkerCrashed:
                     for k in ks:
                         failures[k] = CRASHED

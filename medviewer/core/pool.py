@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -60,6 +62,28 @@ def _worker_start() -> None:
     capture_for_life()
 
 
+def task_timeout() -> float:
+    """Seconds one pool task (one file's header, one batch of frames) may take before its process is
+    killed as hung (``MEDVIEWER_TASK_TIMEOUT`` overrides; default 120 s, far above any real file)."""
+    try:
+        return max(0.1, float(os.environ.get("MEDVIEWER_TASK_TIMEOUT", "120")))
+    except ValueError:
+        return 120.0
+
+
+def kill(pool: ProcessPoolExecutor | None) -> None:
+    """Kill every process of ``pool`` (one of them is stuck in native code) and drop the pool; its
+    pending tasks fail with ``BrokenProcessPool`` and the next :func:`process_pool` starts afresh."""
+    if pool is None:
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except (OSError, AttributeError, TypeError):
+            pass
+    replace_broken(pool)
+
+
 def replace_broken(pool: ProcessPoolExecutor | None) -> None:
     """Drop ``pool`` after one of its processes died (a codec crashed): the next
     :func:`process_pool` starts fresh processes. Its other processes are stopped."""
@@ -81,16 +105,21 @@ def run_isolated(function: Callable[..., T], *args: Any) -> T:
 
     If the pool breaks while this call runs it is replaced and the call is tried once more, alone;
     should it break the fresh pool too, :class:`~medviewer.core.errors.WorkerCrashed` is raised.
+    A call still running after :func:`task_timeout` seconds has its process killed and raises
+    :class:`~medviewer.core.errors.WorkerHung` (not retried: it would hang again).
     Without a pool (one core) the call runs here.
     """
-    from medviewer.core.errors import WorkerCrashed
+    from medviewer.core.errors import WorkerCrashed, WorkerHung
 
     for _attempt in range(2):
         pool = process_pool()
         if pool is None:
             return function(*args)
         try:
-            return pool.submit(function, *args).result()
+            return pool.submit(function, *args).result(timeout=task_timeout())
+        except FutureTimeout:
+            kill(pool)
+            raise WorkerHung(f"did not finish within {task_timeout():g} s") from None
         except BrokenProcessPool:
             replace_broken(pool)
         except RuntimeError as exc:  # submitted to a pool that was shut down meanwhile

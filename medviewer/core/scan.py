@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, WorkerCrashed, is_cancelled
+from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, WorkerCrashed, WorkerHung, is_cancelled
 from medviewer.core.header import Instance, read_instance
-from medviewer.core.pool import process_pool, replace_broken, run_isolated
+from medviewer.core.pool import kill, process_pool, replace_broken, run_isolated, task_timeout
 from medviewer.core.series import ScanResult, build_series, refused_sorted
 from medviewer.core.sources import Refused, Source, iter_sources, prefetch
 
@@ -102,8 +103,14 @@ def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel
                 lost.extend(chunk)
                 continue
             try:
-                batch = futures[index].result()
+                batch = futures[index].result(timeout=task_timeout())
             except BrokenProcessPool:
+                lost.extend(chunk)
+                continue
+            except FutureTimeout:
+                # A file hangs the reader in native code: the pool is killed and this batch, like
+                # every other still pending, is read again one file at a time (each with its timeout).
+                kill(pool)
                 lost.extend(chunk)
                 continue
             except (KeyboardInterrupt, SystemExit):
@@ -132,6 +139,8 @@ def _read_all(sources: list[Source], progress: Callable | None, cancel, parallel
 def _read_isolated(source: Source) -> Instance | Refused:
     try:
         return run_isolated(read_instances, [source])[0]
+    except WorkerHung as exc:
+        return Refused(source.name, f"could not be read (the reader {exc} on this file)")
     except WorkerCrashed:
         return Refused(source.name, "could not be read (the reader crashed on this file)")
     except (KeyboardInterrupt, SystemExit):

@@ -926,3 +926,51 @@ def test_a_header_that_breaks_only_when_loaded_refuses_that_series(writer, monke
     monkeypatch.setattr(load_module, "_make_volume", broken)
     with pytest.raises(LoadError, match=r"header could not be read \(NotImplementedError: Unknown Value"):
         medviewer.load(series, parallel=False)
+
+
+def _hang_decode_job(instance, frames):
+    """Stands in for the pool's decode job: stuck, as a codec looping in native code would be."""
+    time.sleep(3600)
+
+
+def _hang_on_bad_reads(sources):
+    from medviewer.core.scan import read_instance
+
+    if any(os.path.basename(s.path).startswith("hang") for s in sources):
+        time.sleep(3600)
+    return [read_instance(s, keep_header=False) for s in sources]
+
+
+@needs_pool
+def test_a_hung_decoder_is_killed_and_the_file_refused_in_plain_words(pydicom_file, monkeypatch, capfd):
+    load_module = importlib.import_module("medviewer.core.load")
+    from medviewer.core.errors import LoadError
+
+    monkeypatch.setenv("MEDVIEWER_TASK_TIMEOUT", "1.5")
+    (series,) = medviewer.scan(pydicom_file("MR_small_RLE.dcm"), parallel=False).series
+    monkeypatch.setattr(load_module, "decode_job", _hang_decode_job)
+    started = time.monotonic()
+    with pytest.raises(LoadError) as caught:
+        medviewer.load(series)
+    assert caught.value.reason == "could not be decoded (the decoder did not finish within 1.5 s)"
+    assert time.monotonic() - started < 60  # not a hang (a generous bound, not a timing figure)
+    path = pydicom_file("MR_small_RLE.dcm")
+    assert cli_main(["info", path]) == 1
+    assert capfd.readouterr().err.strip().splitlines() == [
+        f"medviewer: {path}: could not be decoded (the decoder did not finish within 1.5 s)"]
+    monkeypatch.undo()
+    assert medviewer.load(series).voxels.shape == (1, 64, 64)  # fresh processes decode again
+
+
+@needs_pool
+def test_a_file_that_hangs_the_reader_is_refused_and_the_scan_goes_on(damaged_and_intact, pydicom_file, monkeypatch):
+    scan_module = importlib.import_module("medviewer.core.scan")
+
+    monkeypatch.setenv("MEDVIEWER_TASK_TIMEOUT", "1.5")
+    shutil.copy(pydicom_file("CT_small.dcm"), damaged_and_intact / "hang.dcm")
+    monkeypatch.setattr(scan_module, "read_instances", _hang_on_bad_reads)
+    result = medviewer.scan(damaged_and_intact)
+    assert [len(s.instances) for s in result.series] == [5]
+    hung = [r for r in result.refused if r.path.endswith("hang.dcm")]
+    assert [r.reason for r in hung] == ["could not be read (the reader did not finish within 1.5 s on this file)"]
+    assert len(result.refused) == 61
