@@ -10,6 +10,8 @@ measurements made with the viewer's tools.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -61,6 +63,7 @@ class AssistantPanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.packages = []
+        self.refused_packages = []
         self.prediction: Prediction | None = None
         self._current_slice = 0
         layout = QVBoxLayout(self)
@@ -217,6 +220,16 @@ class AssistantPanel(QWidget):
             item.setCheckState(Qt.CheckState.Checked if info.source == "builtin" else Qt.CheckState.Unchecked)
             item.setData(Qt.ItemDataRole.UserRole, str(info.path))
             self.model_list.addItem(item)
+        # A broken package is listed, greyed out and never run, with the reason it was refused: the
+        # others still work, and the user sees why the one they installed is missing.
+        self.refused_packages = [p for p in packages if p.manifest is None]
+        for info in self.refused_packages:
+            item = QListWidgetItem(f"{Path(info.path).name}  [refused: {info.error or 'broken package'}]")
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            item.setForeground(Qt.GlobalColor.gray)
+            item.setToolTip(f"{info.path}\n{info.error or 'broken package'}")
+            item.setData(Qt.ItemDataRole.UserRole, str(info.path))
+            self.model_list.addItem(item)
         if self.packages:
             self.model_list.setCurrentRow(0)
         self.run_button.setEnabled(bool(self.packages))
@@ -240,6 +253,10 @@ class AssistantPanel(QWidget):
         info = next((p for p in self.packages if str(p.path) == path), None)
         if info is not None:
             self.card.setText(model_card(info.manifest))
+            return
+        refused = next((p for p in self.refused_packages if str(p.path) == path), None)
+        if refused is not None:
+            self.card.setText(f"Not usable: {refused.error or 'broken package'}")
 
     def _run(self) -> None:
         paths = self.selected_paths()
