@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from medviewer import __version__
+from medviewer.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "render", "anonymize")
@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "anonymize":
         return cmd_anonymize(args)
     if args.command == "train":
-        from medviewer.ai.train import run_train_command
+        from medviewer.ai.train_cli import run as run_train_command
 
         return run_train_command(args.rest)
     return cmd_view(args)

@@ -296,7 +296,7 @@ def run_selftest(*, device: str = "auto", debug: bool = False, out=None) -> int:
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    from medviewer import __version__
+    from medviewer.version import __version__
 
     started = time.perf_counter()
     say(f"MedViewer {__version__} self-test")

@@ -46,7 +46,7 @@ from medviewer.ai.train_loop import (
 from medviewer.ai.train_segment import train_segmenter
 from medviewer.core.errors import CancelToken
 
-__all__ = ["TrainResult", "run_train_command", "train_classifier", "train_segmenter"]
+__all__ = ["TrainResult", "train_classifier", "train_segmenter"]
 
 
 def _balanced_pairs(pairs: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator, balance: bool,
@@ -210,10 +210,3 @@ def _classifier_scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]
     loss = float(F.cross_entropy(z, t))
     p = torch.softmax(z, dim=1).numpy()
     return loss, float(np.nanmean([auc(y == c, p[:, c]) for c in range(z.shape[1])]))
-
-
-def run_train_command(args) -> int:
-    """``medviewer train classify|segment ...`` (see :mod:`medviewer.ai.train_cli`); returns the exit code."""
-    from medviewer.ai.train_cli import run
-
-    return run(args)

@@ -1,7 +1,6 @@
 """``medviewer train classify|segment``: the command-line side of training (argument parsing, printing).
 
-The CLI adds the subcommand with :func:`add_train_arguments` and calls :func:`run` (also reachable as
-:func:`medviewer.ai.train.run_train_command`) with the parsed namespace; every attribute has a default, so a
+The CLI adds the subcommand with :func:`add_train_arguments` and calls :func:`run` with the parsed namespace; every attribute has a default, so a
 namespace built by other means works too.  Errors are :class:`~medviewer.core.errors.MedViewerError` or
 ``ValueError`` with one-line messages for the CLI to print.
 """

@@ -131,7 +131,7 @@ def describe(
 ) -> dict[str, Any]:
     """The ``info --json`` document for a scan. With ``pixels``, every image is decoded once;
     an image that fails to decode is added to ``refused`` with the reason."""
-    from medviewer import __version__
+    from medviewer.version import __version__
 
     refused: list[Refused] = list(result.refused)
     total = sum(len(s.instances) for s in result.series) if pixels else 0

@@ -14,8 +14,9 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, WorkerCrashed, WorkerHung, is_cancelled
-from medviewer.core.header import Instance, read_instance
+from medviewer.core.header import Instance
 from medviewer.core.pool import kill, process_pool, replace_broken, run_isolated, task_timeout
+from medviewer.core.reader import read_instance
 from medviewer.core.series import ScanResult, build_series, refused_sorted
 from medviewer.core.sources import Refused, Source, iter_sources, prefetch
 

@@ -48,10 +48,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
-from medviewer import __version__
 from medviewer.ai.prediction import Finding, Prediction, label_rgb
 from medviewer.core.volume import Volume
 from medviewer.export.safe import ExportError, check_targets, write_files
+from medviewer.version import __version__
 
 __all__ = [
     "SEG_SERIES_NUMBER", "SR_SERIES_NUMBER", "VERIFYING_OBSERVER", "VERIFYING_ORGANIZATION",

@@ -40,7 +40,6 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-import medviewer
 from medviewer.ai.prediction import Prediction
 from medviewer.core import mpr
 from medviewer.core.annotations import Annotation
@@ -49,6 +48,7 @@ from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.images import annotation_text, find_font, key_slices, label_color, render_slice
 from medviewer.export.safe import check_targets, write_bytes
+from medviewer.version import __version__
 
 DISCLAIMER = ("The assistant's models are demonstration models trained on synthetic phantoms; "
               "not for clinical use.")
@@ -508,7 +508,7 @@ def _when(value: Any) -> str:
 def _provenance_block(styles: _Styles, prediction: Prediction | None, created: _dt.datetime,
                       predicted_at: Any) -> list:
     story: list = [styles.p("Provenance", styles.h2)]
-    general = [("Report created", _when(created)), ("Software", f"MedViewer {medviewer.__version__}")]
+    general = [("Report created", _when(created)), ("Software", f"MedViewer {__version__}")]
     if prediction is not None:
         predicted = predicted_at if predicted_at is not None else getattr(prediction, "created", None)
         general.append(("Prediction made", _when(predicted)))
@@ -653,7 +653,7 @@ def build_report(
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=_PAGE, leftMargin=_MARGIN, rightMargin=_MARGIN, topMargin=_MARGIN,
                             bottomMargin=22 * mm, title="MedViewer report", author="MedViewer",
-                            subject="Viewer and assistant report", creator=f"MedViewer {medviewer.__version__}")
+                            subject="Viewer and assistant report", creator=f"MedViewer {__version__}")
     decorate = _page_decorator(fonts, running_head)
     doc.build(story, onFirstPage=decorate, onLaterPages=decorate, canvasmaker=_numbered_canvas(fonts))
     return buffer.getvalue()

@@ -22,7 +22,6 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import medviewer
 from medviewer.ai.prediction import Prediction
 from medviewer.core.annotations import Annotation
 from medviewer.core.orientation import direction_letters
@@ -31,6 +30,7 @@ from medviewer.core.windowing import Window
 from medviewer.export.dicom_objects import source_for_export
 from medviewer.export.images import key_slices, render_slice
 from medviewer.export.safe import ExportError, check_targets, write_files
+from medviewer.version import __version__
 
 SERIES_DESCRIPTION = "MedViewer key images"
 MANUFACTURER = "MedViewer"
@@ -104,7 +104,7 @@ def _sc_image(header: Dataset, rgb: np.ndarray, series_uid: str, number: int, or
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=SERIES_DESCRIPTION,
         manufacturer_model_name="MedViewer",
-        software_versions=str(medviewer.__version__),
+        software_versions=str(__version__),
         series_date=now.date(),
         series_time=now.time(),
         content_date=now.date(),

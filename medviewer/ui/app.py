@@ -9,8 +9,8 @@ from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
-from medviewer import __version__
 from medviewer.resources import ICON_SIZES, icon_path
+from medviewer.version import __version__
 
 
 def dark_palette() -> QPalette:

@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from medviewer import __version__
 from medviewer.core import windowing
 from medviewer.core.load import load
 from medviewer.core.scan import scan
@@ -38,6 +37,7 @@ from medviewer.ui.grid import ViewerGrid
 from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
 from medviewer.ui.viewport import TOOLS, SliceView
 from medviewer.ui.workers import JobContext, TaskManager
+from medviewer.version import __version__
 
 MAX_RECENT = 10
 TOOL_LABELS = {"pan": "Pan", "zoom": "Zoom", "window": "Window/Level", "distance": "Distance",

@@ -11,8 +11,9 @@ import torch
 from medviewer.ai.data import PhantomRanges, SliceDataset, draw_configs, iter_phantoms, phantom_entry, split_by_group
 from medviewer.ai.manifest import InputSpec
 from medviewer.ai.package import load_package
-from medviewer.ai.train import run_train_command, train_classifier, train_segmenter
+from medviewer.ai.train import train_classifier, train_segmenter
 from medviewer.ai.train_cli import add_train_arguments
+from medviewer.ai.train_cli import run as run_train_command
 
 TINY = PhantomRanges(size=64, extent_mm=(60.0, 80.0), slice_thickness_mm=(5.0, 5.0), nodule_count=(3, 4),
                      nodule_diameter_mm=(12.0, 20.0), vessel_generations=3)

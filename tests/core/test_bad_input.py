@@ -603,7 +603,7 @@ def _abort_decode_job(instance, frames):
 
 def _abort_on_bad_reads(sources):
     """Stands in for the header reader: aborts the pool process on a file named crash*."""
-    from medviewer.core.scan import read_instance
+    from medviewer.core.reader import read_instance
 
     if any(os.path.basename(s.path).startswith("crash") for s in sources):
         import resource
@@ -709,7 +709,7 @@ def test_a_file_swapped_for_a_pipe_after_the_scan_is_not_opened(tmp_path, pydico
     prefetch([Source(str(path))])  # returns: never opens a pipe for reading
     with pytest.raises(OSError, match="named pipe"):
         Source(str(path)).open()
-    from medviewer.core.header import read_instance
+    from medviewer.core.reader import read_instance
     from medviewer.core.sources import Refused
 
     result = read_instance(Source(str(path)))
@@ -934,7 +934,7 @@ def _hang_decode_job(instance, frames):
 
 
 def _hang_on_bad_reads(sources):
-    from medviewer.core.scan import read_instance
+    from medviewer.core.reader import read_instance
 
     if any(os.path.basename(s.path).startswith("hang") for s in sources):
         time.sleep(3600)
