@@ -229,6 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medviewer.ai.prediction import write_prediction
     from medviewer.core.errors import MedViewerError
     from medviewer.core.load import load
+    from medviewer.core.safe import ExportError
 
     if not os.path.exists(args.path):
         raise CommandError(f"{args.path}: no such file or folder")
@@ -252,7 +253,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise CommandError("no built-in model packages found (see 'medviewer models')")
     series = _pick_series(args.path, args.series)
     if not args.force:  # refuse before the long run, not after it
-        from medviewer.export.safe import ExistsError, check_targets
+        from medviewer.core.safe import ExistsError, check_targets
 
         names = (["predictions.json", "mask.npy"] + ([] if args.no_explain else ["heatmap.npy"])
                  + (["seg.dcm", "sr.dcm", "key-images"] if args.dicom else []))
@@ -278,7 +279,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         written = _write_dicom_exports(volume, prediction, out, force=args.force) if args.dicom else []
         written = write_prediction(prediction, out, force=args.force) + written
         finished = True
-    except FileExistsError as exc:
+    except (FileExistsError, ExportError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{out}: cannot write ({exc.strerror or exc})") from None
@@ -313,8 +314,8 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def _write_dicom_exports(volume, prediction, out: Path, *, force: bool) -> list[Path]:
+    from medviewer.core.safe import ExportError
     from medviewer.export.dicom_objects import write_dicom_objects
-    from medviewer.export.safe import ExportError
     from medviewer.export.secondary_capture import write_secondary_captures
 
     try:
@@ -375,7 +376,7 @@ def _slice_index(number: int, volume, option: str) -> int:
 
 def _output_file(args: argparse.Namespace, suffix: str, what: str) -> Path:
     """``args.out``, refused before any work when its suffix is not ``suffix`` or it exists without ``--force``."""
-    from medviewer.export.safe import ExistsError, check_targets
+    from medviewer.core.safe import ExistsError, check_targets
 
     out = Path(args.out)
     if out.suffix.lower() != suffix:
@@ -388,8 +389,8 @@ def _output_file(args: argparse.Namespace, suffix: str, what: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from medviewer.core.safe import ExportError
     from medviewer.export.report import write_report
-    from medviewer.export.safe import ExportError
 
     out = _output_file(args, ".pdf", "the report is a PDF")
     volume, prediction = _series_and_prediction(args)
@@ -425,8 +426,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
+    from medviewer.core.safe import ExportError, write_bytes
     from medviewer.export.images import render_slice
-    from medviewer.export.safe import ExportError, write_bytes
 
     if args.size < 0:
         raise CommandError(f"--size {args.size}: give a number of pixels, 0 or more")
@@ -455,8 +456,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
+    from medviewer.core.safe import ExportError
     from medviewer.export.anonymize import anonymize
-    from medviewer.export.safe import ExportError
 
     for path in args.paths:
         if not os.path.exists(path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,44 +180,19 @@ class Prediction:
 
 
 def write_prediction(prediction: Prediction, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
-    """Write predictions.json, mask.npy and heatmap.npy into ``out_dir``.
-
-    Each file goes to a temporary name in the folder and is renamed into place, so a failure
-    leaves no half-written file. Existing files are kept unless ``force``.
+    """Write predictions.json, mask.npy and heatmap.npy into ``out_dir``: all of them or none
+    (:func:`medviewer.core.safe.write_files`). Existing files are kept unless ``force``
+    (:class:`~medviewer.core.safe.ExistsError`); a failed write is an :class:`~medviewer.core.safe.ExportError`.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    planned = {"predictions.json": None, "mask.npy": prediction.mask, "heatmap.npy": prediction.heatmap}
-    targets = [out / name for name, array in planned.items() if name == "predictions.json" or array is not None]
-    if not force:
-        for target in targets:
-            if target.exists():
-                raise FileExistsError(f"{target}: already exists (use --force to replace it)")
-    written: list[Path] = []
-    temporaries: list[tuple[Path, Path]] = []
-    try:
-        for target in targets:
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
-            temp = Path(name)
-            temporaries.append((temp, target))
-            from medviewer.export.safe import _umask
+    from medviewer.core.safe import write_files
 
-            os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600: the user's usual mode instead
-            with os.fdopen(fd, "wb") as fp:
-                if target.name == "predictions.json":
-                    fp.write(json.dumps(prediction.to_json(), indent=2).encode())
-                elif target.name == "mask.npy":
-                    np.save(fp, np.ascontiguousarray(prediction.mask, dtype=np.uint8))
-                else:
-                    np.save(fp, np.ascontiguousarray(prediction.heatmap, dtype=np.float16))
-        for temp, target in temporaries:
-            os.replace(temp, target)
-            written.append(target)
-    finally:
-        for temp, _ in temporaries:
-            if temp.exists():
-                temp.unlink()
-    return written
+    out = Path(out_dir)
+    files = {out / "predictions.json": lambda fp: fp.write(json.dumps(prediction.to_json(), indent=2).encode())}
+    if prediction.mask is not None:
+        files[out / "mask.npy"] = lambda fp: np.save(fp, np.ascontiguousarray(prediction.mask, dtype=np.uint8))
+    if prediction.heatmap is not None:
+        files[out / "heatmap.npy"] = lambda fp: np.save(fp, np.ascontiguousarray(prediction.heatmap, dtype=np.float16))
+    return write_files(files, force=force)
 
 
 def read_prediction(folder: str | os.PathLike) -> Prediction:

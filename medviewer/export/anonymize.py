@@ -83,8 +83,8 @@ from pydicom.uid import (
 )
 
 from medviewer.core.errors import Cancelled, CancelToken, ProgressCallback, is_cancelled
+from medviewer.core.safe import ExportError, write_folder
 from medviewer.core.sources import Refused, Source, iter_sources
-from medviewer.export.safe import ExportError, write_folder
 from medviewer.version import __version__
 
 __all__ = ["BASIC_PROFILE", "AnonymizeResult", "anonymize"]

@@ -28,8 +28,8 @@ segmentation model (else the first model): name = model id, model name = ``"<nam
 derived from id, version and weights sha256, so one model always has the same device UID.
 
 New objects get new series (SEG 9901, SR 9902) in the source study, new random UIDs, Manufacturer
-``MedViewer`` and the software version. All files go through :func:`medviewer.export.safe.write_files`;
-every refusal is an :class:`~medviewer.export.safe.ExportError` naming the target file.
+``MedViewer`` and the software version. All files go through :func:`medviewer.core.safe.write_files`;
+every refusal is an :class:`~medviewer.core.safe.ExportError` naming the target file.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from medviewer.ai.prediction import Finding, Prediction, label_rgb
+from medviewer.core.safe import ExportError, check_targets, write_files
 from medviewer.core.volume import Volume
-from medviewer.export.safe import ExportError, check_targets, write_files
 from medviewer.version import __version__
 
 __all__ = [

@@ -44,10 +44,10 @@ from medviewer.ai.prediction import Prediction
 from medviewer.core import mpr
 from medviewer.core.annotations import Annotation
 from medviewer.core.header import display_date
+from medviewer.core.safe import check_targets, write_bytes
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.images import annotation_text, find_font, key_slices, label_color, render_slice
-from medviewer.export.safe import check_targets, write_bytes
 from medviewer.version import __version__
 
 DISCLAIMER = ("The assistant's models are demonstration models trained on synthetic phantoms; "
@@ -672,7 +672,7 @@ def write_report(
     force: bool = False,
 ) -> Path:
     """Build the report (:func:`build_report`) and write it to ``path`` safely (all or nothing; an existing
-    file is replaced only with ``force``). Raises :class:`~medviewer.export.safe.ExportError`."""
+    file is replaced only with ``force``). Raises :class:`~medviewer.core.safe.ExportError`."""
     path = Path(path)
     check_targets([path], force)  # before the work of building it
     data = build_report(volume, prediction, bookmarks=bookmarks, annotations=annotations, anonymize=anonymize,

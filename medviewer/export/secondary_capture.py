@@ -4,7 +4,7 @@ Each key slice (:func:`medviewer.export.images.key_slices`) is rendered as the v
 the assistant's heatmap and contours and the measurements on that slice, and stored as a Secondary
 Capture Image (highdicom's ``SCImage``) in the source study: one new series ("MedViewer key images")
 for all of them, each derived from its source slice (Source Image Sequence, Referenced Series
-Sequence). All files are written together or none (:func:`medviewer.export.safe.write_files`).
+Sequence). All files are written together or none (:func:`medviewer.core.safe.write_files`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from medviewer.ai.prediction import Prediction
 from medviewer.core.annotations import Annotation
 from medviewer.core.orientation import direction_letters
+from medviewer.core.safe import ExportError, check_targets, write_files
 from medviewer.core.volume import Volume
 from medviewer.core.windowing import Window
 from medviewer.export.dicom_objects import source_for_export
 from medviewer.export.images import key_slices, render_slice
-from medviewer.export.safe import ExportError, check_targets, write_files
 from medviewer.version import __version__
 
 SERIES_DESCRIPTION = "MedViewer key images"
@@ -195,7 +195,7 @@ def write_secondary_captures(
     (all or none; existing files are replaced only with ``force``). Returns the paths, in slice order;
     an empty list when there is no key slice (no finding, bookmark or measurement).
 
-    Raises :class:`~medviewer.export.safe.ExportError` when the files cannot be written or the series
+    Raises :class:`~medviewer.core.safe.ExportError` when the files cannot be written or the series
     has no DICOM headers to take the study from.
     """
     out_dir = Path(out_dir)

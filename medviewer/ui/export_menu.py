@@ -136,7 +136,7 @@ class ExportMenu(QObject):
         image = view.grab().toImage()  # painting happens here, on the GUI thread; encoding and writing do not
 
         def job(context):
-            from medviewer.export.safe import write_bytes
+            from medviewer.core.safe import write_bytes
 
             return [write_bytes(path, png_bytes(image), force=True)]  # the dialog asked before replacing
 

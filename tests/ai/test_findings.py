@@ -97,7 +97,9 @@ def test_existing_files_are_not_overwritten(tmp_path):
     volume = make_volume()
     write_prediction(_prediction(volume), tmp_path)
     before = (tmp_path / "predictions.json").read_bytes()
-    with pytest.raises(FileExistsError):
+    from medviewer.core.safe import ExistsError
+
+    with pytest.raises(ExistsError):
         write_prediction(_prediction(volume), tmp_path)
     assert (tmp_path / "predictions.json").read_bytes() == before
     write_prediction(_prediction(volume), tmp_path, force=True)

@@ -19,10 +19,10 @@ from pydicom.uid import UID_dictionary
 from medviewer.ai.demo_data import write_phantom_dicom
 from medviewer.ai.phantom import PhantomConfig, generate_phantom
 from medviewer.core.errors import Cancelled
+from medviewer.core.safe import ExistsError, ExportError
 from medviewer.core.scan import scan
 from medviewer.core.sources import Source
 from medviewer.export.anonymize import BASIC_PROFILE, anonymize
-from medviewer.export.safe import ExistsError, ExportError
 
 # Identifying values put into the study; none may survive anywhere in the copies, not even as raw bytes.
 SECRETS = {

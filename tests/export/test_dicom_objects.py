@@ -23,6 +23,7 @@ from medviewer.ai.findings import find_findings
 from medviewer.ai.phantom import PhantomConfig, generate_phantom
 from medviewer.ai.prediction import Finding, Prediction
 from medviewer.core.load import load
+from medviewer.core.safe import ExistsError, ExportError
 from medviewer.core.scan import scan
 from medviewer.core.volume import SliceInfo, Volume
 from medviewer.export.dicom_objects import (
@@ -35,7 +36,6 @@ from medviewer.export.dicom_objects import (
     write_measurement_report,
     write_segmentation,
 )
-from medviewer.export.safe import ExistsError, ExportError
 
 CONFIG = PhantomConfig(slices=12, size=64, slice_thickness_mm=5.0, nodule_count=(1, 1),
                        nodule_diameter_mm=(15.0, 15.0), vessel_generations=2)

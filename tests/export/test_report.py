@@ -19,10 +19,10 @@ from medviewer.ai.phantom import PhantomConfig, generate_phantom
 from medviewer.ai.prediction import Prediction
 from medviewer.core.annotations import Annotation
 from medviewer.core.load import load
+from medviewer.core.safe import ExistsError, ExportError
 from medviewer.core.scan import scan
 from medviewer.export.images import key_slices, render_slice
 from medviewer.export.report import DISCLAIMER, build_report, write_report
-from medviewer.export.safe import ExistsError, ExportError
 from medviewer.export.secondary_capture import SERIES_DESCRIPTION, write_secondary_captures
 
 PATIENT_NAME = "Müller^Zoë"

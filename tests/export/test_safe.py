@@ -2,7 +2,7 @@
 
 import pytest
 
-from medviewer.export.safe import ExistsError, ExportError, write_bytes, write_files, write_folder
+from medviewer.core.safe import ExistsError, ExportError, write_bytes, write_files, write_folder
 
 
 def test_group_lands_whole(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from medviewer.export.safe import write_bytes, write_folder
+from medviewer.core.safe import write_bytes, write_folder
 
 
 def _mode(path):

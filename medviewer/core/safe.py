@@ -1,4 +1,4 @@
-"""Safe writing for every export: all or nothing, never an unasked overwrite.
+"""Safe writing for every export and every prediction: all or nothing, never an unasked overwrite.
 
 Each file is written to a temporary name in its target folder and renamed into place only when every
 file of the export is complete, so a failure (a full disk, a read-only folder, a bug in a writer) leaves
