@@ -681,14 +681,15 @@ class MainWindow(QMainWindow):
         if key in self.predictions:
             self._attach_prediction(volume, self.predictions[key])
             return
-        from medviewer.ai.device import usable_cores
+        from medviewer.ai.device import background_priority, inference_threads
         from medviewer.ai.infer import predict
 
-        # On the CPU torch leaves one core to the GUI thread: with every core busy in the model, the event
-        # loop waited over 100 ms for a CPU, and the run itself was no faster.
-        threads = max(1, usable_cores() - 1)
+        # Every core, as on the command line; the worker (and torch's threads it starts) runs at a lower
+        # priority, so the GUI thread gets a core as soon as it wakes.
+        threads = inference_threads()
 
         def job(context: JobContext):
+            background_priority()
             return key, predict(volume, paths, device=device, threads=threads,
                                 progress=context.progress, cancel=context.cancel,
                                 partial=lambda prediction, model_id, indices: context.partial(
