@@ -392,8 +392,9 @@ def measure_paced_run(window, driver: Driver, hz: float) -> dict:
 
     window._assistant_finished = finished
     try:
-        begin = driver.run(lambda: done["at"] is not None, on_tick=Scroll.paced(window.active, hz) if hz else None,
-                           start=panel.run_button.click)
+        # Until its thread has stopped too: a late end of this run must not be taken for a later one's.
+        begin = driver.run(lambda: done["at"] is not None and not window.tasks.running,
+                           on_tick=Scroll.paced(window.active, hz) if hz else None, start=panel.run_button.click)
     finally:
         window._assistant_finished = original
     if done["at"] is None:
