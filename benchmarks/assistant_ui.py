@@ -1,7 +1,7 @@
 """The viewer while the assistant runs: event-loop stalls, and how fast Cancel stops a run.
 
     python benchmarks/assistant_ui.py [--slices 120] [--cancels 5] [--threads N] [--heatmap] [--quick]
-                                      [--json FILE]
+                                      [--no-cli] [--json FILE]
 
 Runs offscreen (it sets QT_QPA_PLATFORM=offscreen itself). Writes a seeded chest CT phantom as a DICOM
 study into a temporary folder, opens it in the real main window (``MainWindow.open_paths``) and then:
@@ -16,6 +16,12 @@ study into a temporary folder, opens it in the real main window (``MainWindow.op
            overlays shown, no run), and the run's total time. The longest GUI-thread calls per kind
            (the partial-result handler and its parts, progress, paints) and what overlapped the
            longest gaps are listed, so a missed goal points at its cause.
+* cli      the same study and the same model packages through the command line, as a user runs it
+           (``python -m medviewer predict FOLDER --model P ... --device D``, a subprocess, while the window
+           stays open and idle): its engine time against the viewer's, printed as the ratio GUI / CLI (the
+           viewer's engine time, and its time from the Run click to the finished prediction in the panel).
+           Two further viewer runs follow, timed against the same CLI run: one with the view scrolled 30
+           slices a second (a held arrow key) and one with the view still; each with its longest stall.
 * cancel   ``--cancels`` times: starts a run (the cached prediction dropped first, so it really runs),
            waits until the first partial result has arrived (later repetitions wait for a further
            part of the run, so the click lands in different batches and in both models), clicks
@@ -27,10 +33,11 @@ study into a temporary folder, opens it in the real main window (``MainWindow.op
 
 For each of the longest gaps the GUI thread's own time on a CPU and its time waiting for one (Linux
 schedstat) are given: the rest of the gap it was blocked (the GIL held by the worker, or a lock).
-``--threads N`` runs the engine with N torch threads instead of the viewer's choice (all usable cores but one), to see
-what leaving a core to the GUI thread does.
+``--threads N`` runs the engine with N torch threads instead of the viewer's choice (every usable core, as the
+command line; the worker runs at a lower priority), to see what leaving a core to the GUI thread does.
 
-Goals (issue 5): the event loop stalls ≤ 50 ms while the assistant runs; Cancel stops within 1 s.
+Goals (issues 5 and 16): the event loop stalls ≤ 50 ms while the assistant runs; Cancel stops within 1 s; the
+viewer's run takes at most 1.3× the command line's on the same study.
 Absolute times depend on the machine and on what else it runs; the idle baseline is measured in the
 same run.
 """
@@ -40,7 +47,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -56,6 +66,8 @@ CANCELS = 5
 TICK_MS = 5
 GOAL_STALL_MS = 50.0
 GOAL_CANCEL_S = 1.0
+GOAL_CLI_RATIO = 1.3
+PACED_HZ = 30.0
 RUN_TIMEOUT_S = 900.0
 
 
@@ -248,14 +260,26 @@ def gap_stats(begin: float, end: float, ticks: list[float], sched: list[tuple[in
 class Scroll:
     """One slice per tick through the active view, back and forth."""
 
-    def __init__(self, view) -> None:
+    def __init__(self, view, hz: float = 0.0) -> None:
         self.view = view
         self.step = 1
+        self.every_s = 0.0 if not hz else 1.0 / hz
+        self.last = float("-inf")
 
-    def __call__(self, _now: float) -> None:
+    @classmethod
+    def paced(cls, view, hz: float) -> Scroll:
+        """One slice ``hz`` times a second (a held arrow key repeats about 30 times a second)."""
+        scroll = cls(view)
+        scroll.every_s = 1.0 / hz
+        return scroll
+
+    def __call__(self, now: float) -> None:
         view = self.view
         if view.volume is None or view.count < 2:
             return
+        if now - self.last < self.every_s:
+            return
+        self.last = now
         if not 0 <= view.index + self.step < view.count:
             self.step = -self.step
         view.step_slice(self.step)
@@ -291,7 +315,8 @@ def open_window(app, folder: Path, settings_dir: Path, size: tuple[int, int]):
 
 # --- stall ------------------------------------------------------------------------------------
 
-def measure_stall(app, window, driver: Driver, recorder: Recorder, trace: EngineTrace, device: str) -> dict:
+def measure_stall(app, window, driver: Driver, recorder: Recorder, trace: EngineTrace, device: str,
+                  scrolling: bool = True) -> dict:
     panel = window.assistant
     view = window.active
     if not panel.selected_paths():
@@ -317,7 +342,7 @@ def measure_stall(app, window, driver: Driver, recorder: Recorder, trace: Engine
 
     trace.reset()
     recorder.recording = True
-    scroll = Scroll(view)
+    scroll = Scroll(view) if scrolling else None
     begin = driver.run(lambda: state["finished_at"] is not None, on_tick=scroll,
                        start=panel.run_button.click)
     end = state["finished_at"] or time.perf_counter()
@@ -350,6 +375,78 @@ def measure_stall(app, window, driver: Driver, recorder: Recorder, trace: Engine
     return {"run_s": length, "during": during, "idle": idle, "handlers": handlers, "idle_handlers": idle_handlers,
             "batches": batches, "signal_latency_s": latency, "partial_calls_s": partial_calls,
             "prediction": next(iter(window.predictions.values()), None)}
+
+
+def measure_paced_run(window, driver: Driver, hz: float) -> dict:
+    """A further run (the cached prediction dropped) with the view scrolled ``hz`` slices a second."""
+    panel = window.assistant
+    window.predictions.clear()
+    done = {"at": None}
+    original = window._assistant_finished
+
+    def finished(result):
+        try:
+            return original(result)
+        finally:
+            done["at"] = time.perf_counter()
+
+    window._assistant_finished = finished
+    try:
+        # Until its thread has stopped too: a late end of this run must not be taken for a later one's.
+        begin = driver.run(lambda: done["at"] is not None and not window.tasks.running,
+                           on_tick=Scroll.paced(window.active, hz) if hz else None, start=panel.run_button.click)
+    finally:
+        window._assistant_finished = original
+    if done["at"] is None:
+        raise SystemExit(f"the paced run did not finish (last error: {window.last_error!r})")
+    prediction = next(iter(window.predictions.values()))
+    gaps = gap_stats(begin, done["at"], driver.ticks, driver.sched)
+    return {"hz": hz, "run_s": done["at"] - begin, "engine_s": prediction.timings.get("total_s", float("nan")),
+            "max_ms": gaps["max_ms"], "p99_ms": gaps["p99_ms"]}
+
+
+# --- cli --------------------------------------------------------------------------------------
+
+CLI_LINE = re.compile(r": (\d+) slices on (.+), ([0-9.]+) s$", re.MULTILINE)
+
+
+def measure_cli(folder: Path, models: list[str], device: str, out: Path) -> dict:
+    """``medviewer predict`` on the same study with the same packages, in a subprocess: its engine time."""
+    command = [sys.executable, "-m", "medviewer", "predict", str(folder), "--out", str(out), "--device", device,
+               "--force"]
+    for model in models:
+        command += ["--model", model]
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    wall = time.perf_counter() - started
+    match = CLI_LINE.search(run.stdout)
+    if run.returncode != 0 or match is None:
+        raise SystemExit(f"medviewer predict failed (exit {run.returncode}): {(run.stderr or run.stdout)[-500:]}")
+    return {"engine_s": float(match.group(3)), "wall_s": wall, "device": match.group(2),
+            "slices": int(match.group(1)), "command": " ".join(command[1:4]) + " …"}
+
+
+def report_cli(stall: dict, cli: dict) -> None:
+    prediction = stall["prediction"]
+    gui_engine = (getattr(prediction, "timings", {}) or {}).get("total_s", float("nan"))
+    ratio = gui_engine / cli["engine_s"]
+    click_ratio = stall["run_s"] / cli["engine_s"]
+    print(f"\nviewer against the command line ({cli['command']}, same study, same {len(prediction.models)} models)")
+    print(f"  viewer: engine {gui_engine:.2f} s on {prediction.device}; Run click → finished in the panel "
+          f"{stall['run_s']:.2f} s")
+    print(f"  CLI:    engine {cli['engine_s']:.2f} s on {cli['device']}; whole process {cli['wall_s']:.2f} s")
+    print(f"  ratio GUI/CLI: engine {ratio:.2f}, click-to-panel {click_ratio:.2f} (goal ≤ {GOAL_CLI_RATIO}) → "
+          f"{verdict(ratio <= GOAL_CLI_RATIO)}; longest stall while running {stall['during']['max_ms']:.0f} ms, "
+          f"99th percentile {stall['during']['p99_ms']:.0f} ms (goal ≤ {GOAL_STALL_MS:.0f} ms) → "
+          f"{verdict(stall['during']['max_ms'] <= GOAL_STALL_MS)}")
+    cli["ratio_engine"], cli["ratio_click"] = ratio, click_ratio
+    for paced in cli.get("paced", []):
+        paced["ratio_engine"] = paced["engine_s"] / cli["engine_s"]
+        how = f"scrolled {paced['hz']:.0f} slices/s (a held arrow key)" if paced["hz"] else "the view still"
+        print(f"  a further viewer run with {how}: engine {paced['engine_s']:.2f} s, ratio GUI/CLI "
+              f"{paced['ratio_engine']:.2f} → {verdict(paced['ratio_engine'] <= GOAL_CLI_RATIO)}; longest stall "
+              f"{paced['max_ms']:.0f} ms, 99th percentile {paced['p99_ms']:.0f} ms → "
+              f"{verdict(paced['max_ms'] <= GOAL_STALL_MS)}")
 
 
 # --- cancel -----------------------------------------------------------------------------------
@@ -506,7 +603,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                         help="the panel's device choice (default auto, as the panel starts)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the runs (default: the viewer's choice, all usable cores but one)")
+                        help="torch CPU threads for the runs (default: the viewer's choice, every usable core)")
+    parser.add_argument("--no-scroll", action="store_true", help="leave the view still while the assistant runs")
+    parser.add_argument("--nice", type=int, default=None,
+                        help="how much lower the worker's priority is (default: the viewer's, "
+                             "medviewer.ai.device.BACKGROUND_NICE; 0: the same as the GUI thread)")
+    parser.add_argument("--no-cli", action="store_true", help="skip the command-line run (no GUI/CLI ratio)")
     parser.add_argument("--heatmap", action="store_true", help="show the Grad-CAM heatmap while scrolling")
     parser.add_argument("--window", default="1280x800", help="main window size WxH")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SLICES} slices, 3 cancels (a smoke test)")
@@ -522,6 +624,10 @@ def main() -> None:
     from medviewer.core import pool
     from medviewer.ui.app import make_app
 
+    if args.nice is not None:
+        from medviewer.ai import device as devices
+
+        devices.background_priority.__defaults__ = (args.nice,)
     total_start = time.perf_counter()
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)  # as medviewer.ui.app.run does
     app = make_app()
@@ -534,9 +640,16 @@ def main() -> None:
         try:
             if args.heatmap:
                 window.assistant.heatmap_box.setChecked(True)
-            stall = measure_stall(app, window, driver, recorder, trace, args.device)
+            stall = measure_stall(app, window, driver, recorder, trace, args.device, scrolling=not args.no_scroll)
+            cli = None
+            if not args.no_cli:
+                cli = measure_cli(folder, window.assistant.selected_paths(), args.device, Path(tmp) / "cli-out")
+                cli["paced"] = [measure_paced_run(window, driver, hz) for hz in (PACED_HZ, 0.0)]
             cancel = measure_cancel(window, driver, trace, cancels)
             report(stall, cancel, args, slices, usable_cores())
+            if cli is not None:
+                stall["cli"] = cli
+                report_cli(stall, cli)
         finally:
             window.tasks.shutdown()
             window.close()
@@ -553,7 +666,7 @@ def main() -> None:
         payload = {"slices": slices, "size": SIZE, "seed": SEED, "cores": usable_cores(),
                    "device": getattr(prediction, "device", None), "heatmap": args.heatmap,
                    "goals": {"stall_ms": GOAL_STALL_MS, "cancel_s": GOAL_CANCEL_S},
-                   "stall": stall, "cancel": cancel}
+                   "goal_cli_ratio": GOAL_CLI_RATIO, "stall": stall, "cancel": cancel}
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"saved {args.json}")
 

@@ -226,8 +226,10 @@ def label_map(folder: Path, volume) -> tuple:
     """The phantom's ground truth (0/1/2) in the loaded volume's slice order, or a threshold map."""
     import numpy as np
 
-    path = folder.parent / "labels.npy"
-    if path.exists():
+    from medviewer.ai.demo_data import truth_files
+
+    path, _truth = truth_files(folder.parent)
+    if path is not None:
         labels = np.load(path)
         if labels.shape == volume.shape and labels.dtype == np.uint8:
             return np.ascontiguousarray(labels), "labels.npy"

@@ -613,7 +613,23 @@ def demo_study_path() -> Path:
             marker.write_text(final.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return root / marker.read_text().strip()
+    study = root / marker.read_text().strip()
+    _move_legacy_truth(study)
+    return study
+
+
+def _move_legacy_truth(study: Path) -> None:
+    """Ground truth an older writer left beside the DICOM folder goes into its hidden ``.truth`` folder."""
+    from medviewer.ai.demo_data import TRUTH_DIR
+
+    for name in ("labels.npy", "truth.json"):
+        legacy = study / name
+        if legacy.is_file():
+            try:
+                (study / TRUTH_DIR).mkdir(exist_ok=True)
+                os.replace(legacy, study / TRUTH_DIR / name)
+            except OSError:
+                pass  # a read-only cache: the study still opens, with the scanner's note on the file
 
 
 def cmd_view(args: argparse.Namespace) -> int:

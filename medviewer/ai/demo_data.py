@@ -4,8 +4,13 @@ Layout of one study folder::
 
     <out_dir>/<study_name>/CT/IM0001.dcm ...   one CT Image Storage file per axial slice; IM0001 is the most
                                                superior slice (instance numbers count down as z goes up)
-    <out_dir>/<study_name>/labels.npy          uint8 (slices, rows, cols), k ascending z like Phantom.labels
-    <out_dir>/<study_name>/truth.json          nodules, geometry, label names, seed, config, UIDs, files
+    <out_dir>/<study_name>/.truth/labels.npy   uint8 (slices, rows, cols), k ascending z like Phantom.labels
+    <out_dir>/<study_name>/.truth/truth.json   nodules, geometry, label names, seed, config, UIDs, files
+
+The ground truth lies in the hidden ``.truth`` folder (:data:`TRUTH_DIR`), which the scanner never walks
+(hidden files and folders are skipped): opening or checking the study reads its DICOM files only, with
+no warning about the answer key beside them. :func:`truth_files` finds a study's truth (also where an
+older writer put it, beside ``CT/``).
 
 Everything written is a function of the phantom and the arguments: no clock, no random UIDs, so the same
 ``(config, seed)`` gives byte-identical files.
@@ -41,6 +46,8 @@ __all__ = [
     "DEMO_SEED",
     "DEMO_STUDY_NAME",
     "SUPPORTED_TRANSFER_SYNTAXES",
+    "TRUTH_DIR",
+    "truth_files",
     "write_demo_data",
     "write_demo_study",
     "write_phantom_dicom",
@@ -59,6 +66,7 @@ _ENCODERS = {JPEG2000Lossless: "pylibjpeg", RLELossless: "pylibjpeg", JPEGLSLoss
 _INTERCEPT = -1024  # stored = HU + 1024, in 12 bits
 _IMPLEMENTATION_UID = generate_uid(entropy_srcs=["medviewer", "phantom-writer", "1"])
 _DEFAULT_CONFIG = PhantomConfig()
+TRUTH_DIR = ".truth"  # hidden: the scanner skips it
 _WINDOWS = (("LUNG", -600, 1500), ("MEDIASTINUM", 40, 400))
 
 Progress = Callable[[int, int], None]
@@ -271,10 +279,26 @@ def write_phantom_dicom(
         if stale.name not in keep:
             stale.unlink()
 
-    np.save(study_dir / "labels.npy", np.ascontiguousarray(phantom.labels))
+    truth_dir = study_dir / TRUTH_DIR
+    truth_dir.mkdir(exist_ok=True)
+    np.save(truth_dir / "labels.npy", np.ascontiguousarray(phantom.labels))
     truth = _truth(phantom, ident, files, transfer_syntax)
-    (study_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    (truth_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    for legacy in ("labels.npy", "truth.json"):  # an older writer's copies beside CT/ would be scanned
+        (study_dir / legacy).unlink(missing_ok=True)
     return study_dir
+
+
+def truth_files(study_dir: Path) -> tuple[Path | None, Path | None]:
+    """``(labels.npy, truth.json)`` of a study :func:`write_phantom_dicom` wrote (None where missing).
+
+    ``study_dir/.truth/`` first, then ``study_dir`` itself (where an older writer put them)."""
+    study_dir = Path(study_dir)
+    found = []
+    for name in ("labels.npy", "truth.json"):
+        path = next((p for p in (study_dir / TRUTH_DIR / name, study_dir / name) if p.is_file()), None)
+        found.append(path)
+    return found[0], found[1]
 
 
 def write_demo_data(

@@ -6,7 +6,11 @@ import os
 
 import torch
 
-__all__ = ["configure_threads", "device_name", "select_device", "usable_cores"]
+__all__ = ["BACKGROUND_NICE", "background_priority", "configure_threads", "device_name", "inference_threads",
+           "select_device", "usable_cores"]
+
+# How much nicer than the rest of the process a background run is (Linux per-thread nice, 0..19).
+BACKGROUND_NICE = 10
 
 _PREFERENCES = ("auto", "cpu", "cuda", "mps")
 
@@ -61,6 +65,38 @@ def configure_threads(n: int | None = None) -> int:
         raise ValueError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(count)
     return count
+
+
+def inference_threads() -> int:
+    """Torch CPU threads for a run: every usable core, the same in the viewer as on the command line.
+
+    The viewer stays responsive by running the model at a lower priority (:func:`background_priority`),
+    not by leaving a core idle: that made its runs as many times slower as there are cores.
+    """
+    return usable_cores()
+
+
+def background_priority(increment: int = BACKGROUND_NICE) -> bool:
+    """Lower the calling thread's CPU priority (its nice value) by ``increment``; True where it took.
+
+    On Linux the nice value belongs to the thread and the threads it starts inherit it, so called
+    first in a worker thread it covers torch's CPU threads started by that worker's run: the GUI
+    thread, at normal priority, gets a core whenever it wakes, and the model has every core the
+    rest of the time. Elsewhere (or where the OS refuses) nothing changes.
+    """
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):  # elsewhere PRIO_PROCESS names a process, not a thread
+        return False
+
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + max(0, int(increment))))
+    except OSError:
+        return False
+    return True
 
 
 def device_name(device: torch.device | str) -> str:

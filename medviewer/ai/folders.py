@@ -10,7 +10,8 @@ Segmentation — either pictures with masks of the same name, or studies with a 
     DIR/images/**/NAME.png|.jpg|.jpeg|.dcm   with   DIR/masks/**/NAME.png|.npy|.nii|.nii.gz   (2D pairs)
     DIR/<study>/**/<DICOM series>            with   DIR/<study>/labels.npy|mask.npy|labels.nii[.gz]|mask.nii[.gz]
 
-(the second is what ``medviewer demo-data`` writes).  NPY mask volumes are ``(slices, rows, cols)`` like the
+(the second is what ``medviewer demo-data`` writes, with its mask and ``truth.json`` in the study's hidden
+``.truth`` folder, also read here).  NPY mask volumes are ``(slices, rows, cols)`` like the
 loaded series; NIfTI arrays are read in voxel order ``(cols, rows, slices)`` and transposed, without reorienting;
 a mask whose shape differs from its image is refused.  Mask values ``{0, 255}`` become ``{0, 1}``; other value
 sets with values above 31 are mapped in sorted order to 0, 1, 2, ...
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medviewer.ai.data import SliceDataset, prepare_volume
+from medviewer.ai.demo_data import TRUTH_DIR
 from medviewer.ai.manifest import InputSpec
 from medviewer.core.errors import MedViewerError
 
@@ -338,17 +340,19 @@ def _pairs_2d(root: Path) -> list[tuple]:
 def _study_pairs(root: Path) -> list[tuple]:
     pairs = []
     for study in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        mask = next((study / n for n in MASK_VOLUMES if (study / n).is_file()), None)
+        places = (study, study / TRUTH_DIR)
+        mask = next((place / n for n in MASK_VOLUMES for place in places if (place / n).is_file()), None)
         if mask is None:
             continue
         names = None
-        truth = study / "truth.json"
-        if truth.is_file():
+        truth = next((place / "truth.json" for place in places if (place / "truth.json").is_file()), None)
+        if truth is not None:
             try:
                 names = json.loads(truth.read_text(encoding="utf-8")).get("labels")
             except (OSError, ValueError):
                 names = None
-        files = sorted(f for f in study.rglob("*") if f.is_file())
+        files = sorted(f for f in study.rglob("*")
+                       if f.is_file() and not any(part.startswith(".") for part in f.relative_to(study).parts))
         _, others = _pictures_only_or_dicom(files)
         found = _dicom_volumes(others)
         if not found:

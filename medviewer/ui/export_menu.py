@@ -4,10 +4,14 @@ and slice bookmarks, which the report and the key images include.
 The dialogs run on the GUI thread; everything that renders a report, encodes an image or writes a file runs in a
 worker through :mod:`medviewer.export`, which writes each export all or nothing. An existing file or folder is
 replaced only after the user said so (the save dialog's own question, or ours for folders).
+
+Every dialog starts in the folder of the last export (remembered in the settings, ``export/last_folder``), else
+in the folder of the series' files; when an export has been written the status bar says "Saved … to PATH".
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -40,6 +44,7 @@ class ExportMenu(QObject):
         self.window = window
         self.bookmarks: dict[str, set[int]] = {}  # series key -> bookmarked slice indices (acquired order)
         self.last_written: list[Path] = []
+        self.last_message = ""
         a = window._action
         self.act_png = a("Save View as &PNG…", self.save_png, "Ctrl+Shift+S")
         self.act_copy = a("&Copy View to Clipboard", self.copy_view, "Ctrl+Shift+C")
@@ -98,15 +103,33 @@ class ExportMenu(QObject):
         self.window.statusBar().showMessage(text, 5000)
 
     # --- the jobs -------------------------------------------------------------------------------------
-    def _start(self, job, what: str) -> None:
+    # --- where the dialogs start -----------------------------------------------------------------------
+    SETTINGS_KEY = "export/last_folder"
+
+    def start_folder(self, view) -> str:
+        """The last export's folder if it still exists, else the folder of the series' files, else home."""
+        last = self.window.settings.value(self.SETTINGS_KEY, "")
+        if last and os.path.isdir(str(last)):
+            return str(last)
+        for item in view.volume.sources if view.volume is not None else ():
+            path = getattr(getattr(item, "source", None), "path", None)
+            if path and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                return os.path.dirname(os.path.abspath(path))
+        return str(Path.home())
+
+    def _remember_folder(self, folder: str | Path) -> None:
+        self.window.settings.setValue(self.SETTINGS_KEY, str(Path(folder).resolve()))
+
+    # --- the jobs -------------------------------------------------------------------------------------
+    def _start(self, job, what: str, target: str | Path) -> None:
+        """Run ``job`` in a worker; when it has written, the status bar says "Saved ``what`` to ``target``"."""
         window = self.window
         window.statusBar().showMessage(f"Writing {what}…")
 
         def finished(paths) -> None:
             self.last_written = [Path(p) for p in paths]
-            shown = ", ".join(str(p) for p in self.last_written[:3])
-            more = f" and {len(self.last_written) - 3} more" if len(self.last_written) > 3 else ""
-            window.statusBar().showMessage(f"Wrote {shown}{more}", 10000)
+            self.last_message = f"Saved {what} to {target}"
+            window.statusBar().showMessage(self.last_message, 15000)
 
         window.tasks.start(job, "export", on_finished=finished,
                            on_failed=lambda message: window._report(f"Export failed: {message}"),
@@ -115,9 +138,11 @@ class ExportMenu(QObject):
     def _ask_save_path(self, title: str, suggested: str, kind: str, suffix: str) -> str | None:
         """A file name from the save dialog, ending in ``suffix``; None if the user cancelled. The dialog asks
         before replacing the name it returns; a name we complete with the suffix is asked about here."""
-        path, _ = QFileDialog.getSaveFileName(self.window, title, suggested, f"{kind} (*{suffix})")
+        start = os.path.join(self.start_folder(self.window.active), suggested)
+        path, _ = QFileDialog.getSaveFileName(self.window, title, start, f"{kind} (*{suffix})")
         if not path:
             return None
+        self._remember_folder(Path(path).parent)
         if not path.lower().endswith(suffix):
             path += suffix
             if not self._confirm_replace([Path(path)]):
@@ -140,7 +165,7 @@ class ExportMenu(QObject):
 
             return [write_bytes(path, png_bytes(image), force=True)]  # the dialog asked before replacing
 
-        self._start(job, "the view")
+        self._start(job, "the view", path)
 
     def copy_view(self) -> None:
         view = self._view()
@@ -170,7 +195,7 @@ class ExportMenu(QObject):
                                  anonymize=anonymize, window=(window.center, window.width) if window else None,
                                  force=True)]
 
-        self._start(job, "the report")
+        self._start(job, "the report", path)
 
     def _confirm_replace(self, targets: list[Path]) -> bool:
         existing = [t for t in targets if t.exists()]
@@ -191,9 +216,11 @@ class ExportMenu(QObject):
             self.window._report("Run the assistant on this series first: the DICOM objects hold its results.")
             return
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self.window, "Folder for the DICOM objects")
+            folder = QFileDialog.getExistingDirectory(self.window, "Folder for the DICOM objects",
+                                                      self.start_folder(view))
             if not folder:
                 return
+            self._remember_folder(folder)
         out = Path(folder)
         targets = [out / "seg.dcm", out / "sr.dcm", out / "key-images"]
         if force is None:
@@ -211,7 +238,7 @@ class ExportMenu(QObject):
             return written + write_secondary_captures(volume, prediction, out / "key-images", bookmarks=bookmarks,
                                                       annotations=annotations, force=force)
 
-        self._start(job, "the DICOM objects")
+        self._start(job, "the DICOM objects", out)
 
     def save_anonymized(self, target: str | None = None, force: bool | None = None) -> None:
         view = self._view()
@@ -224,9 +251,11 @@ class ExportMenu(QObject):
             self.window._report("Only DICOM series can be anonymised: this one was opened from pictures or NIfTI.")
             return
         if target is None:
-            parent = QFileDialog.getExistingDirectory(self.window, "Where to put the anonymised copy")
+            parent = QFileDialog.getExistingDirectory(self.window, "Where to put the anonymised copy",
+                                                      self.start_folder(view))
             if not parent:
                 return
+            self._remember_folder(parent)
             target = str(Path(parent) / f"{_safe_name(volume.description, 'series')}-anonymised")
         if force is None:
             force = self._confirm_replace([Path(target)])
@@ -239,7 +268,7 @@ class ExportMenu(QObject):
             result = anonymize(sources, target, force=force, progress=context.progress, cancel=context.cancel)
             return [result.folder]
 
-        self._start(job, "the anonymised copy")
+        self._start(job, "the anonymised copy", target)
 
 
 def add_export_menu(window, file_menu: QMenu, before: QAction) -> ExportMenu:

@@ -33,6 +33,7 @@ from medviewer.core.thumbnail import thumbnail
 from medviewer.core.volume import Volume
 from medviewer.ui.assistant import AssistantPanel
 from medviewer.ui.export_menu import add_export_menu
+from medviewer.ui.review_state import ReviewState
 from medviewer.ui.grid import ViewerGrid
 from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
 from medviewer.ui.viewport import TOOLS, SliceView
@@ -93,6 +94,7 @@ class MainWindow(QMainWindow):
         self._panel_refresh.setInterval(200)
         self._panel_refresh.timeout.connect(lambda: self.assistant.refresh())
         self._connect_assistant()
+        self.review_state = ReviewState(self)
         # The image owns the window: the side panels share one tabbed column, each scrolls inside it rather
         # than widening it (the Tags table or the assistant's plot grew the window past the screen).
         self.tabifyDockWidget(self.series_dock, self.assistant_dock)
@@ -681,14 +683,15 @@ class MainWindow(QMainWindow):
         if key in self.predictions:
             self._attach_prediction(volume, self.predictions[key])
             return
-        from medviewer.ai.device import usable_cores
+        from medviewer.ai.device import background_priority, inference_threads
         from medviewer.ai.infer import predict
 
-        # On the CPU torch leaves one core to the GUI thread: with every core busy in the model, the event
-        # loop waited over 100 ms for a CPU, and the run itself was no faster.
-        threads = max(1, usable_cores() - 1)
+        # Every core, as on the command line; the worker (and torch's threads it starts) runs at a lower
+        # priority, so the GUI thread gets a core as soon as it wakes.
+        threads = inference_threads()
 
         def job(context: JobContext):
+            background_priority()
             return key, predict(volume, paths, device=device, threads=threads,
                                 progress=context.progress, cancel=context.cancel,
                                 partial=lambda prediction, model_id, indices: context.partial(
@@ -789,6 +792,7 @@ class MainWindow(QMainWindow):
             if series_key == view.series_key:
                 self._attach_prediction(view.volume, prediction)
                 return
+        self.review_state.restore(view)  # a review kept from an earlier session
 
     def _apply_mask_style(self) -> None:
         panel = self.assistant

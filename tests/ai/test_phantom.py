@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from medviewer.ai.demo_data import (
     DEMO_CONFIG,
     DEMO_SEED,
+    truth_files,
     write_demo_data,
     write_phantom_dicom,
 )
@@ -233,9 +234,13 @@ def test_write_reads_back_exactly(small: Phantom, tmp_path: Path) -> None:
     assert ds.PatientSex in ("M", "F") and ds.PatientAge.endswith("Y") and len(ds.StudyDate) == 8
     assert (study / "CT" / "IM0001.dcm").exists() and (study / "CT" / f"IM{small.hu.shape[0]:04d}.dcm").exists()
 
-    labels = np.load(study / "labels.npy")
+    # The ground truth lies in the hidden .truth folder, which the scanner does not walk.
+    assert not (study / "labels.npy").exists() and not (study / "truth.json").exists()
+    labels_path, truth_path = truth_files(study)
+    assert (labels_path, truth_path) == (study / ".truth" / "labels.npy", study / ".truth" / "truth.json")
+    labels = np.load(labels_path)
     assert labels.dtype == np.uint8 and np.array_equal(labels, small.labels)
-    truth = json.loads((study / "truth.json").read_text())
+    truth = json.loads(truth_path.read_text())
     assert truth["seed"] == small.seed
     assert PhantomConfig.from_dict(truth["config"]) == small.config
     assert truth["spacing_mm"] == list(small.spacing_mm) and truth["origin_lps_mm"] == list(small.origin_lps_mm)
@@ -283,7 +288,7 @@ def test_repeated_write_is_byte_identical(tmp_path: Path) -> None:
     first, second = (pydicom.dcmread(p / "CT" / "IM0001.dcm", stop_before_pixels=True) for p in a)
     assert (first.PatientID, second.PatientID) == ("DEMO0001", "DEMO0002")
     assert first.StudyInstanceUID != second.StudyInstanceUID
-    assert [json.loads((p / "truth.json").read_text())["seed"] for p in a] == [11, 12]
+    assert [json.loads(truth_files(p)[1].read_text())["seed"] for p in a] == [11, 12]
     # rewriting a shorter series into the same folder leaves no stale slices behind
     write_phantom_dicom(generate_phantom(replace(cfg, slices=5), 11), tmp_path / "a", study_name=a[0].name)
     assert len(list((a[0] / "CT").glob("*.dcm"))) == 5

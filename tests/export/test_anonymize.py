@@ -280,7 +280,8 @@ def test_bad_input_reported_and_skipped(study, tmp_path):
     result = anonymize([study["folder"], *bad], tmp_path / "anon")
     assert len(result.files) == len(study["files"])
     refused = {Path(r.path).name: r.reason for r in result.refused}
-    assert set(refused) == {"labels.npy", "truth.json", "notes.txt", "empty.dcm", "cut.dcm", "missing.dcm"}
+    # The phantom's ground truth (in the study's hidden .truth folder) is never scanned, so never refused.
+    assert set(refused) == {"notes.txt", "empty.dcm", "cut.dcm", "missing.dcm"}
     assert refused["notes.txt"] == "not a DICOM file"
     assert "truncated" in refused["cut.dcm"] and refused["missing.dcm"] == "no such file or folder"  # the scanner's words
     assert all(str(r).count("\n") == 0 and str(r).startswith(r.path) for r in result.refused)

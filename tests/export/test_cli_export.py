@@ -17,10 +17,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-export")
     phantom = generate_phantom(PhantomConfig(slices=10, size=128, slice_thickness_mm=5.0, nodule_count=(1, 1),
                                              nodule_diameter_mm=(25.0, 25.0), vessel_generations=2), 3)
-    folder = write_phantom_dicom(phantom, root, study_name="study", patient_name="DOE^JANE", patient_id="PID4711")
-    for extra in ("labels.npy", "truth.json"):  # ground truth beside the DICOM files is not part of a series
-        (folder / extra).unlink(missing_ok=True)
-    return folder
+    return write_phantom_dicom(phantom, root, study_name="study", patient_name="DOE^JANE", patient_id="PID4711")
 
 
 @pytest.fixture(scope="module")

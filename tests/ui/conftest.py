@@ -65,6 +65,16 @@ def disc_folder(tmp_path):
     return write_disc_series(tmp_path / "disc")
 
 
+@pytest.fixture(autouse=True)
+def _reviews_in_tmp(tmp_path, monkeypatch):
+    """Reviews a test makes are kept in its own folder, never in the user's data folder."""
+    from medviewer.ai import review_store
+
+    folder = tmp_path / "reviews"
+    monkeypatch.setattr(review_store, "reviews_dir", lambda: folder)
+    return folder
+
+
 @pytest.fixture
 def window(qtbot, tmp_path):
     from medviewer.ui.app import make_app
