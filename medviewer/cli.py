@@ -594,44 +594,6 @@ def _remove_dead_staging(folder: Path) -> None:
             continue
 
 
-def demo_study_path() -> Path:
-    """The demo study, written once into the user's cache folder."""
-    from medviewer.ai.demo_data import DEMO_CONFIG, DEMO_SEED, write_demo_data
-    from medviewer.resources import demo_cache_dir
-
-    root = demo_cache_dir(__version__)
-    marker = root / "complete"
-    if not marker.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-        try:
-            (study,) = write_demo_data(staging, count=1, seed=DEMO_SEED, config=DEMO_CONFIG)
-            final = root / study.name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(study, final)
-            marker.write_text(final.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    study = root / marker.read_text().strip()
-    _move_legacy_truth(study)
-    return study
-
-
-def _move_legacy_truth(study: Path) -> None:
-    """Ground truth an older writer left beside the DICOM folder goes into its hidden ``.truth`` folder."""
-    from medviewer.ai.demo_data import TRUTH_DIR
-
-    for name in ("labels.npy", "truth.json"):
-        legacy = study / name
-        if legacy.is_file():
-            try:
-                (study / TRUTH_DIR).mkdir(exist_ok=True)
-                os.replace(legacy, study / TRUTH_DIR / name)
-            except OSError:
-                pass  # a read-only cache: the study still opens, with the scanner's note on the file
-
-
 def cmd_view(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not os.path.exists(path):

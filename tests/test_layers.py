@@ -48,3 +48,31 @@ def test_importing_core_loads_neither_qt_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+_LINT = ("import sys; from importlinter.cli import lint_imports; "
+         "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")
+
+
+def test_import_contracts_hold():
+    """pyproject's [tool.importlinter]: the layer order cli | selftest | ui | export | ai | core (which also
+    rules out cycles between layers), and the Qt and torch bans followed through indirect imports."""
+    done = subprocess.run([sys.executable, "-c", _LINT], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout, done.stdout[-2000:]
+
+
+def test_no_module_imports_itself_back():
+    """No import cycle between any two modules, lazy imports included (grimp sees those too)."""
+    import grimp
+
+    graph = grimp.build_graph("medviewer")
+    modules = sorted(graph.modules)
+    imports = {m: set(graph.find_modules_directly_imported_by(m)) for m in modules}
+    cycles = []
+    for module in modules:
+        for other in imports[module]:
+            if other != module and graph.chain_exists(importer=other, imported=module):
+                cycles.append(graph.find_shortest_chain(importer=other, imported=module) + (other,))
+    assert not cycles, cycles[:5]

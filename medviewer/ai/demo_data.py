@@ -21,6 +21,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -355,3 +358,39 @@ def phantom_volume(phantom: Phantom, *, series_uid: str = "2.25.1", modality: st
                   direction=np.eye(3)[[2, 1, 0]], slices=slices, modality=modality, units="HU",
                   windows=[(-600.0, 1500.0)], series_uid=uid, description="Chest CT (synthetic phantom)",
                   geometry_known=True, pixel_spacing_known=True)
+
+
+def demo_study_path() -> Path:
+    """The demo study, written once into the user's cache folder."""
+    from medviewer.resources import demo_cache_dir
+    from medviewer.version import __version__
+
+    root = demo_cache_dir(__version__)
+    marker = root / "complete"
+    if not marker.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        try:
+            (study,) = write_demo_data(staging, count=1, seed=DEMO_SEED, config=DEMO_CONFIG)
+            final = root / study.name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(study, final)
+            marker.write_text(final.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    study = root / marker.read_text().strip()
+    _move_legacy_truth(study)
+    return study
+
+
+def _move_legacy_truth(study: Path) -> None:
+    """Ground truth an older writer left beside the DICOM folder goes into its hidden ``.truth`` folder."""
+    for name in ("labels.npy", "truth.json"):
+        legacy = study / name
+        if legacy.is_file():
+            try:
+                (study / TRUTH_DIR).mkdir(exist_ok=True)
+                os.replace(legacy, study / TRUTH_DIR / name)
+            except OSError:
+                pass  # a read-only cache: the study still opens, with the scanner's note on the file

@@ -33,9 +33,9 @@ from medviewer.core.thumbnail import thumbnail
 from medviewer.core.volume import Volume
 from medviewer.ui.assistant import AssistantPanel
 from medviewer.ui.export_menu import add_export_menu
-from medviewer.ui.review_state import ReviewState
 from medviewer.ui.grid import ViewerGrid
 from medviewer.ui.panels import RefusedList, SeriesTree, TagBrowser
+from medviewer.ui.review_state import ReviewState
 from medviewer.ui.viewport import TOOLS, SliceView
 from medviewer.ui.workers import JobContext, TaskManager
 from medviewer.version import __version__
@@ -343,7 +343,7 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_demo(self) -> None:
-        from medviewer.cli import demo_study_path
+        from medviewer.ai.demo_data import demo_study_path
 
         self.open_paths([], prepare=demo_study_path)
 

@@ -41,12 +41,12 @@ def test_truth_is_found_in_the_hidden_folder_and_where_older_writers_put_it(tmp_
 
 
 def test_cached_demo_study_of_an_older_layout_is_moved(tmp_path):
-    from medviewer import cli
+    from medviewer.ai import demo_data
 
     study = tmp_path / "cache" / "demo-chest-ct"
     study.mkdir(parents=True)
     (study / "labels.npy").write_bytes(b"x")
     (study / "truth.json").write_text("{}")
-    cli._move_legacy_truth(study)
+    demo_data._move_legacy_truth(study)
     assert sorted(p.name for p in study.iterdir()) == [TRUTH_DIR]
     assert sorted(p.name for p in (study / TRUTH_DIR).iterdir()) == ["labels.npy", "truth.json"]
