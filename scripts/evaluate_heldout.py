@@ -82,7 +82,7 @@ def evaluate(count: int, seed: int, size: int, max_slices: int, models: list[str
                      "arms": ana["arms"], "kernel": acq["kernel"], "noise_hu": round(acq["noise_hu"], 1),
                      "contrast": acq["contrast"], "metal": acq["metal"], "storage": acq["storage"],
                      "truncated": acq["truncated"], "nodules": len(truth["nodules"]),
-                     "findings": len(findings), "generate_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 1)})
+                     "findings": len(findings), "lung_dice": _dice(rec.get("lung_counts")), "generate_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 1)})
         log(f"case {n + 1}/{count}: seed {seed + n}, {truth['shape'][0]} slices of {truth['shape'][1]}, "
             f"{len(truth['nodules'])} nodule(s), {len(findings)} finding(s), predict {t2 - t1:.1f} s")
     figures = summarise(records, threshold)
@@ -90,6 +90,13 @@ def evaluate(count: int, seed: int, size: int, max_slices: int, models: list[str
     figures["settings"] = {"count": count, "seed": seed, "size": size, "max_slices": max_slices,
                            "models": models or "built-in", "device": device}
     return figures
+
+
+def _dice(counts) -> float | None:
+    if counts is None:
+        return None
+    inter, p, t = counts
+    return round(1.0 if p + t == 0 else 2.0 * inter / (p + t), 4)
 
 
 def truth_order(k):

@@ -294,8 +294,8 @@ def _nodule_shape(space: _Space, c, radius, margin, rng):
             e /= np.linalg.norm(e)
             along = X * e[0] + Y * e[1] + Z * e[2]
             perp = np.sqrt(np.maximum(dist * dist - along * along, 0))
-            top = radius * _u(rng, 1.4, 2.1)
-            width = max(0.5, radius * _u(rng, 0.08, 0.16)) * np.clip(1 - along / top, 0, 1)
+            top = radius * _u(rng, 1.5, 2.2)
+            width = max(0.8, radius * _u(rng, 0.12, 0.22)) * np.clip(1 - along / top, 0, 1)
             inside |= (along > 0) & (along < top) & (perp <= width)
     return inside, (sz, sy, sx), dist
 
