@@ -82,7 +82,8 @@ def evaluate(count: int, seed: int, size: int, max_slices: int, models: list[str
                      "arms": ana["arms"], "kernel": acq["kernel"], "noise_hu": round(acq["noise_hu"], 1),
                      "contrast": acq["contrast"], "metal": acq["metal"], "storage": acq["storage"],
                      "truncated": acq["truncated"], "nodules": len(truth["nodules"]),
-                     "findings": len(findings), "lung_dice": _dice(rec.get("lung_counts")), "generate_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 1)})
+                     "findings": len(findings), "lung_dice": _dice(rec.get("lung_counts")),
+                     "generate_s": round(t1 - t0, 1), "predict_s": round(t2 - t1, 1)})
         log(f"case {n + 1}/{count}: seed {seed + n}, {truth['shape'][0]} slices of {truth['shape'][1]}, "
             f"{len(truth['nodules'])} nodule(s), {len(findings)} finding(s), predict {t2 - t1:.1f} s")
     figures = summarise(records, threshold)
@@ -130,8 +131,8 @@ def table(fig: dict) -> str:
     fr = fig["froc"]
     sens = fr["sensitivity"]
     allf = fr["all_findings"]
-    lines.append(f"  FROC sensitivity at 1 / 2 / 4 false findings per study: {_f(sens.get('1'))} / {_f(sens.get('2'))} / "
-                 f"{_f(sens.get('4'))}   (every finding kept: {_f(allf['sensitivity'])} at "
+    lines.append(f"  FROC sensitivity at 1 / 2 / 4 false findings per study: {_f(sens.get('1'))} / "
+                 f"{_f(sens.get('2'))} / {_f(sens.get('4'))}   (every finding kept: {_f(allf['sensitivity'])} at "
                  f"{_f(allf['false_findings_per_study'], 2)} FP/study)")
     for title, key in (("size", "by_size"), ("kind", "by_kind"), ("attachment", "by_attachment"),
                        ("margin", "by_margin")):

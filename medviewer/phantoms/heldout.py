@@ -195,7 +195,8 @@ class _Lungs:
             for m, a, ph in s["harm"]:
                 h = h + a * np.cos(m * theta + ph)
             prof = np.sqrt(np.clip((1.0 - t) / s["apex"], 0.0, 1.0)) * (t >= 0)
-            dome = self.zb + np.maximum(0.0, s["dome"] * (1 - (dx / (s["rx"] * 1.15)) ** 2 - (dy / (s["ry"] * 1.2)) ** 2)
+            bowl = 1 - (dx / (s["rx"] * 1.15)) ** 2 - (dy / (s["ry"] * 1.2)) ** 2
+            dome = self.zb + np.maximum(0.0, s["dome"] * bowl
                                         - s["tilt"] * (dy / s["ry"]))
             inside = (rr <= h * prof) & (Z > dome)
             out = inside if out is None else out | inside
@@ -426,11 +427,13 @@ def generate_heldout(seed: int, *, size: int = 256, max_slices: int = 160, nodul
             vol[:, ((X[0] - axc) ** 2 + (Y[0] - ayc) ** 2) <= (ar * 0.25) ** 2] = 700.0
     # table: a curved carbon shell under the back
     ty = by + b + _u(r_body, 4, 25)
-    shell = (Y[0] > ty + (X[0] - bx) ** 2 / 2500.0) & (Y[0] < ty + 7 + (X[0] - bx) ** 2 / 2500.0) & (np.abs(X[0] - bx) < 230)
+    curve = ty + (X[0] - bx) ** 2 / 2500.0
+    shell = (Y[0] > curve) & (Y[0] < curve + 7) & (np.abs(X[0] - bx) < 230)
     vol[:, shell] = _u(r_body, -250, 50)
 
     # parenchyma texture, emphysema, consolidation (inside the lung only)
-    tex = ndimage.gaussian_filter(r_tree.normal(size=(max(4, shape[0] // 2), size // 2, size // 2)).astype(np.float32), 2)
+    coarse = r_tree.normal(size=(max(4, shape[0] // 2), size // 2, size // 2)).astype(np.float32)
+    tex = ndimage.gaussian_filter(coarse, 2)
     tex = ndimage.zoom(tex, [shape[i] / tex.shape[i] for i in range(3)], order=1)[: shape[0], :size, :size]
     tex *= _u(r_body, 8, 25) / (tex.std() + 1e-6)
     vol[lung] += tex[lung]
@@ -554,7 +557,7 @@ def generate_heldout(seed: int, *, size: int = 256, max_slices: int = 160, nodul
     X2, Y2 = sp.X[0], sp.Y[0]
     rho2 = np.clip(((X2 - bx) / a) ** 2 + ((Y2 - by) / b) ** 2, 0, 1)
     hu -= float(scan["cupping_hu"]) * (1 - rho2) * body2d  # beam hardening: the centre reads low
-    for m, r in metal_pts:
+    for m, _r in metal_pts:
         near = np.exp(-np.abs(sp.z - m[2]) / 12.0)[:, None, None]
         ang = np.arctan2(Y2 - m[1], X2 - m[0])
         distm = np.hypot(X2 - m[0], Y2 - m[1])

@@ -169,7 +169,8 @@ def _group_rows(studies: list[dict], detected: dict, key, names) -> dict:
             continue
         row = {"nodules": len(members)}
         for r in (1.0, 2.0, 4.0):
-            row[f"sensitivity_at_{r:g}_fp"] = sum((s_idx, n["label"]) in detected[r] for s_idx, n in members) / len(members)
+            hits = sum((s_idx, n["label"]) in detected[r] for s_idx, n in members)
+            row[f"sensitivity_at_{r:g}_fp"] = hits / len(members)
         dices = [n["dice"] for _, n in members if "dice" in n]
         row["dice_mean"] = float(np.mean(dices)) if dices else None
         rows[name] = row
