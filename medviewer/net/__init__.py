@@ -1,0 +1,1 @@
+"""Networking with PACS nodes: DIMSE (pynetdicom) and DICOMweb (dicomweb-client). Qt-free."""
