@@ -17,7 +17,7 @@ from pathlib import Path
 from medviewer.version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "render", "anonymize")
+COMMANDS = ("view", "info", "demo-data", "predict", "models", "train", "report", "render", "anonymize", "pacs")
 
 
 class CommandError(Exception):
@@ -40,6 +40,44 @@ def _series_output_command(sub, name: str, help_text: str, out_help: str, predic
                          "one with most slices)")
     command.add_argument("--force", action="store_true", help="replace an existing file")
     return command
+
+
+def _pacs_parser(sub) -> None:
+    pacs = sub.add_parser("pacs", help="talk to a PACS: echo, find, get, move, send (DIMSE)")
+    ops = pacs.add_subparsers(dest="operation", metavar="OPERATION", required=True)
+
+    def node_options(command):
+        command.add_argument("--nodes", metavar="FILE", help="the node settings file (default: pacs.json in the "
+                             "user's configuration folder)")
+        command.add_argument("--node", metavar="NAME", help="a configured node, by name")
+        command.add_argument("--aet", metavar="AE", help="the PACS's AE title (instead of --node)")
+        command.add_argument("--host", help="the PACS's host (instead of --node)")
+        command.add_argument("--port", type=int, help="the PACS's port (instead of --node)")
+        command.add_argument("--our-aet", metavar="AE", help="MedViewer's AE title (default: the settings', MEDVIEWER)")
+        command.add_argument("--listen-port", type=int, metavar="PORT", help="MedViewer's port for C-MOVE results")
+        command.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for each answer (default 10)")
+        return command
+
+    node_options(ops.add_parser("echo", help="C-ECHO: is the node there and does it accept us?"))
+    find = node_options(ops.add_parser("find", help="C-FIND patients, studies or series"))
+    find.add_argument("--level", choices=("patient", "study", "series"), default="study")
+    find.add_argument("--patient-name", default="", help="e.g. 'DOE^J*'")
+    find.add_argument("--patient-id", default="")
+    find.add_argument("--date", default="", help="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    find.add_argument("--modality", default="")
+    find.add_argument("--accession", default="")
+    find.add_argument("--study", default="", metavar="UID", help="StudyInstanceUID (needed for --level series)")
+    find.add_argument("--json", action="store_true", help="print the matches as JSON")
+    for name, text in (("get", "C-GET a study or series into a folder"),
+                       ("move", "C-MOVE a study or series to MedViewer's own listener (or --dest) into a folder")):
+        command = node_options(ops.add_parser(name, help=text))
+        command.add_argument("--study", required=True, metavar="UID", help="StudyInstanceUID")
+        command.add_argument("--series", metavar="UID", help="only this SeriesInstanceUID")
+        command.add_argument("--out", required=True, metavar="DIR", help="the study cache: DIR/study/series/sop.dcm")
+        if name == "move":
+            command.add_argument("--dest", metavar="AE", help="move to this AE instead of MedViewer's own")
+    send = node_options(ops.add_parser("send", help="C-STORE DICOM files or folders"))
+    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,6 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("paths", nargs="*", metavar="PATH", help="more package folders to list")
     models.add_argument("--json", action="store_true", help="print the manifests as JSON")
 
+    _pacs_parser(sub)
+
     train = sub.add_parser("train", help="train or fine-tune a classifier or segmenter; writes a model package",
                            add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
@@ -182,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
         return cmd_render(args)
     if args.command == "anonymize":
         return cmd_anonymize(args)
+    if args.command == "pacs":
+        from medviewer.net.cli import run_pacs
+
+        return run_pacs(args)
     if args.command == "train":
         from medviewer.ai.train_cli import run as run_train_command
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,13 +110,9 @@ class NetSettings:
 
 
 def default_settings_path() -> Path:
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "medviewer" / "pacs.json"
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("medviewer", appauthor=False)) / "pacs.json"
 
 
 def load_settings(path: str | os.PathLike | None = None) -> NetSettings:
