@@ -163,6 +163,7 @@ class MainWindow(QMainWindow):
         a = self._action
         self.act_open = a("&Open Files…", self.open_files_dialog, QKeySequence.StandardKey.Open)
         self.act_open_folder = a("Open &Folder…", self.open_folder_dialog, "Ctrl+Shift+O")
+        self.act_pacs = a("&PACS: Query and Retrieve…", self.open_pacs, "Ctrl+Shift+P")
         self.act_quit = a("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_fit = a("&Fit to Window", lambda: self.active.fit(), "F")
         self.act_one = a("Actual Size (&1:1)", lambda: self.active.actual_size(), "Ctrl+1")
@@ -209,6 +210,7 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self.act_open)
         file_menu.addAction(self.act_open_folder)
+        file_menu.addAction(self.act_pacs)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
@@ -346,6 +348,16 @@ class MainWindow(QMainWindow):
         from medviewer.ai.demo_data import demo_study_path
 
         self.open_paths([], prepare=demo_study_path)
+
+    def open_pacs(self) -> None:
+        """The PACS window (one per main window, kept while it lives); what it retrieves opens here."""
+        from medviewer.ui.pacs import PacsWindow
+
+        if getattr(self, "pacs_window", None) is None:
+            self.pacs_window = PacsWindow(self.settings, self.tasks, self)
+            self.pacs_window.retrieved.connect(lambda folder: self.open_paths([folder]))
+        self.pacs_window.show()
+        self.pacs_window.raise_()
 
     def open_paths(self, paths: list[str], prepare=None) -> None:
         """Scan ``paths`` in a worker, list what was found, then load the main series."""
