@@ -31,10 +31,12 @@ def _settings_and_node(args) -> tuple[NetSettings, Node]:
         if args.aet or args.host or args.port:
             node = replace(node, ae_title=args.aet or node.ae_title, host=args.host or node.host,
                            port=args.port or node.port)
+    elif args.url:
+        node = Node(name="dicomweb", url=args.url, user=args.user, password=args.password, token=args.token)
     elif args.aet and args.host and args.port:
         node = Node(name=args.aet, ae_title=args.aet, host=args.host, port=args.port)
     else:
-        raise SettingsError("pacs", "name a configured node with --node NAME, or give --aet, --host and --port")
+        raise SettingsError("pacs", "name a configured node with --node NAME, or give --aet, --host and --port, or --url")
     return settings, node.check()
 
 
@@ -58,7 +60,7 @@ def _dicom_files(paths: list[str]) -> list[str]:
 
 
 def run_pacs(args) -> int:
-    from medviewer.net import dimse
+    from medviewer.net import service as dimse
 
     try:
         settings, node = _settings_and_node(args)

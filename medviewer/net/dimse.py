@@ -251,8 +251,35 @@ def _name(uid: str) -> str:
     return (_UID_SAFE.sub("_", str(uid or "unknown")) or "unknown")[:64]
 
 
+def write_instance(root: Path, ds: Dataset, encoded: bytes | None = None) -> Path:
+    """``ds`` (or its ``encoded`` bytes, as received) as ``root/StudyUID/SeriesUID/SOPInstanceUID.dcm``,
+    written to a temporary name and renamed into place: a reader never sees half a file."""
+    folder = root / _name(ds.get("StudyInstanceUID")) / _name(ds.get("SeriesInstanceUID"))
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{_name(ds.get('SOPInstanceUID'))}.dcm"
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            if encoded is not None:
+                fp.write(encoded)
+            else:
+                if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+                    from pydicom.dataset import FileMetaDataset
+
+                    meta = FileMetaDataset()
+                    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+                    ds.file_meta = meta
+                ds.save_as(fp, enforce_file_format=True)
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return target
+
+
 class _Cache:
-    """Writes each received instance whole (temporary name, then rename) under the cache folder."""
+    """Writes each received instance whole under the cache folder (see :func:`write_instance`)."""
 
     def __init__(self, root: Path, progress: ProgressCallback | None, cancel: CancelToken | None):
         self.root = root
@@ -261,25 +288,12 @@ class _Cache:
         self.files: list[Path] = []
         self.not_stored: list[str] = []
         self.lock = threading.Lock()
-        self.total = 0
 
     def on_store(self, event) -> int:
         if is_cancelled(self.cancel):
             return 0xA700  # refuse further instances: the user cancelled
         try:
-            ds = event.dataset
-            folder = self.root / _name(ds.get("StudyInstanceUID")) / _name(ds.get("SeriesInstanceUID"))
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{_name(ds.get('SOPInstanceUID'))}.dcm"
-            fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as fp:
-                    fp.write(event.encoded_dataset(include_meta=True))
-                os.chmod(temp, 0o644)
-                os.replace(temp, target)
-            finally:
-                if os.path.exists(temp):
-                    os.unlink(temp)
+            target = write_instance(self.root, event.dataset, event.encoded_dataset(include_meta=True))
         except OSError as exc:
             with self.lock:
                 self.not_stored.append(f"cannot be written to the cache ({exc.strerror or exc})")

@@ -146,7 +146,7 @@ class NodesDialog(QDialog):
         self.accept()
 
     def test_selected(self) -> None:
-        from medviewer.net.dimse import echo
+        from medviewer.net.service import echo
 
         try:
             settings = self.settings()
@@ -270,7 +270,7 @@ class PacsWindow(QDialog):
     # --- query ---------------------------------------------------------------------------------
 
     def search(self) -> None:
-        from medviewer.net.dimse import find
+        from medviewer.net.service import find
 
         node = self.node()
         if node is None or self.worker is not None:
@@ -302,7 +302,7 @@ class PacsWindow(QDialog):
     # --- retrieve ------------------------------------------------------------------------------
 
     def retrieve(self) -> None:
-        from medviewer.net.dimse import get, move
+        from medviewer.net.service import get, move
 
         node = self.node()
         row = self.table.currentRow()
