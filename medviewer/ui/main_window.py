@@ -356,8 +356,19 @@ class MainWindow(QMainWindow):
         if getattr(self, "pacs_window", None) is None:
             self.pacs_window = PacsWindow(self.settings, self.tasks, self)
             self.pacs_window.retrieved.connect(lambda folder: self.open_paths([folder]))
+            self.pacs_window.current_files = self._active_series_files
         self.pacs_window.show()
         self.pacs_window.raise_()
+
+    def _active_series_files(self) -> list[str]:
+        """The DICOM files on disk behind the active viewport's series (members of archives are left out)."""
+        volume = self.active.volume
+        if volume is None:
+            return []
+        sources = volume.acquired_sources or volume.sources
+        files = {inst.source.path for inst in sources
+                 if getattr(inst, "kind", "") == "dicom" and inst.source.member is None}
+        return sorted(files)
 
     def open_paths(self, paths: list[str], prepare=None) -> None:
         """Scan ``paths`` in a worker, list what was found, then load the main series."""

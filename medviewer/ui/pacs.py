@@ -1,5 +1,6 @@
 """The PACS window: nodes and MedViewer's own AE (persisted in QSettings), C-ECHO "Test", C-FIND query,
-C-GET / C-MOVE retrieve into the study cache with progress and Cancel.
+C-GET / C-MOVE retrieve into the study cache with progress and Cancel, and sending the open series or
+chosen files (exported SEG/SR/key images, anonymised copies).
 
 Every network call runs in a worker (:mod:`medviewer.ui.workers`); pynetdicom's own threads report
 only through the job's progress callback, which reaches this window as a signal. Nothing here blocks
@@ -225,8 +226,15 @@ class PacsWindow(QDialog):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.send_open_button = QPushButton("Send open series")
+        self.send_open_button.setToolTip("C-STORE (or STOW-RS) the DICOM files of the series in the active viewport")
+        self.send_open_button.clicked.connect(lambda: self.send_paths(self.current_files()))
+        self.send_files_button = QPushButton("Send files…")
+        self.send_files_button.setToolTip("Send DICOM files: exported SEG, SR, key images, an anonymised copy")
+        self.send_files_button.clicked.connect(self._send_files_dialog)
         bottom = QHBoxLayout()
-        for widget in (self.method_combo, self.retrieve_button, self.cancel_button, self.progress):
+        for widget in (self.method_combo, self.retrieve_button, self.cancel_button, self.progress,
+                       self.send_open_button, self.send_files_button):
             bottom.addWidget(widget)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -248,8 +256,8 @@ class PacsWindow(QDialog):
         self.own_label.setText(f"this viewer: {self.net.ae_title} on port {self.net.port}")
         self.own_label.setToolTip("Register this AE title, this computer's address and port in the PACS for C-MOVE")
         has = bool(self.net.nodes)
-        self.search_button.setEnabled(has)
-        self.retrieve_button.setEnabled(has)
+        for button in (self.search_button, self.retrieve_button, self.send_open_button, self.send_files_button):
+            button.setEnabled(has)
         if not has:
             self.status.setText("No PACS node configured: add one with Nodes….")
 
@@ -345,6 +353,45 @@ class PacsWindow(QDialog):
         if result.files:
             self.retrieved.emit(str(folder))
 
+    # --- send ---------------------------------------------------------------------------------
+
+    def current_files(self) -> list[str]:
+        """The files of the series to send; the main window replaces this with its active series'."""
+        return []
+
+    def _send_files_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        paths, _ = QFileDialog.getOpenFileNames(self, "Send DICOM files", "", "DICOM files (*.dcm);;All files (*)")
+        if paths:
+            self.send_paths(paths)
+
+    def send_paths(self, paths: list[str]) -> None:
+        from medviewer.net.service import send
+
+        node = self.node()
+        if node is None or self.worker is not None:
+            return
+        if not paths:
+            self.status.setText("Nothing to send: open a DICOM series first, or choose files.")
+            return
+        settings = self.net
+        self.progress.setRange(0, len(paths))
+        self._busy(True, f"Sending {len(paths)} file(s) to {node}…")
+
+        def done(result) -> None:
+            self.worker = None
+            text = f"{len(result.sent)} of {len(paths)} file(s) sent to {node}"
+            if result.failed:
+                text += f"; not sent: {result.failed[0]}" + (f" (and {len(result.failed) - 1} more)"
+                                                             if len(result.failed) > 1 else "")
+            self._busy(False, text)
+
+        self.worker = self.tasks.start(lambda context: send(node, settings, paths, progress=context.progress,
+                                                            cancel=context.cancel),
+                                       "pacs-send", on_progress=self._progress, on_finished=done,
+                                       on_failed=self._failed, on_cancelled=lambda: self._failed("Send cancelled"))
+
     def cancel(self) -> None:
         if self.worker is not None:
             self.worker.cancel()
@@ -357,8 +404,8 @@ class PacsWindow(QDialog):
 
     def _busy(self, busy: bool, text: str) -> None:
         self.status.setText(text)
-        self.search_button.setEnabled(not busy and bool(self.net.nodes))
-        self.retrieve_button.setEnabled(not busy and bool(self.net.nodes))
+        for button in (self.search_button, self.retrieve_button, self.send_open_button, self.send_files_button):
+            button.setEnabled(not busy and bool(self.net.nodes))
         self.cancel_button.setEnabled(busy)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name

@@ -95,3 +95,20 @@ def test_a_node_that_is_not_there_is_a_message_not_a_freeze(qtbot, window, ortha
         qtbot.waitUntil(lambda: pacs.worker is None, timeout=15000)
     assert "no DICOM listener" in pacs.status.text() and "connection refused" in pacs.status.text()
     assert pacs.search_button.isEnabled() and not pacs.cancel_button.isEnabled()
+
+
+def test_send_the_open_series(qtbot, window, orthanc, tmp_path):
+    from tests.ui.conftest import write_disc_series
+
+    orthanc.clear()
+    folder, _ = write_disc_series(tmp_path / "disc")
+    window.open_paths([str(folder)])
+    qtbot.waitUntil(lambda: bool(window.volumes) and not window.tasks.running, timeout=30000)
+    window.act_pacs.trigger()
+    pacs = window.pacs_window
+    pacs.set_settings(NetSettings(ae_title=orthanc.our_aet, port=orthanc.our_port, timeout_s=5,
+                                  nodes=[Node("orthanc", orthanc.aet, "127.0.0.1", orthanc.dicom_port)]))
+    pacs.send_open_button.click()
+    qtbot.waitUntil(lambda: pacs.worker is None and "sent to" in pacs.status.text(), timeout=30000)
+    assert pacs.status.text().startswith("10 of 10 file(s) sent to orthanc")
+    assert len(orthanc.http("/instances")) == 10
