@@ -363,15 +363,12 @@ def _remove_if_empty(folder: Path) -> None:
 
 def _write_dicom_exports(volume, prediction, out: Path, *, force: bool) -> list[Path]:
     from medviewer.core.safe import ExportError
-    from medviewer.export.dicom_objects import write_dicom_objects
-    from medviewer.export.secondary_capture import write_secondary_captures
+    from medviewer.export.bundle import write_dicom_bundle
 
     try:
-        written = write_dicom_objects(volume, prediction, out, force=force)
-        written += write_secondary_captures(volume, prediction, out / "key-images", force=force)
+        return write_dicom_bundle(volume, prediction, out, force=force)
     except ExportError as exc:
         raise CommandError(str(exc)) from None
-    return written
 
 
 def _pick_series(path: str, uid: str | None):

@@ -435,13 +435,22 @@ def write_dicom_objects(volume: Volume, prediction: Prediction, out_dir: str | o
     A prediction without a mask (a classifier only), or whose mask is empty, gives the report alone.
     """
     out = Path(out_dir)
+    check_targets(dicom_object_targets(prediction, out), force)
+    return _write(build_dicom_objects(volume, prediction, out), force)
+
+
+def dicom_object_targets(prediction: Prediction, out: Path) -> list[Path]:
+    segmented = prediction.mask is not None and bool(np.asarray(prediction.mask).any())
+    return [out / "seg.dcm", out / "sr.dcm"] if segmented else [out / "sr.dcm"]
+
+
+def build_dicom_objects(volume: Volume, prediction: Prediction, out: Path) -> list[tuple[Path, bytes]]:
+    """The encoded SEG (when the mask holds anything) and SR, with the paths they go to in ``out``."""
     seg = None
     items = []
-    segmented = prediction.mask is not None and bool(np.asarray(prediction.mask).any())
-    check_targets([out / "seg.dcm", out / "sr.dcm"] if segmented else [out / "sr.dcm"], force)
-    if segmented:
+    if len(dicom_object_targets(prediction, out)) == 2:
         seg = build_segmentation(volume, prediction, where=str(out / "seg.dcm"))
         items.append((out / "seg.dcm", _encode(seg)))
     report = build_measurement_report(volume, prediction, segmentation=seg, where=str(out / "sr.dcm"))
     items.append((out / "sr.dcm", _encode(report)))
-    return _write(items, force)
+    return items

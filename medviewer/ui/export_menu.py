@@ -231,12 +231,10 @@ class ExportMenu(QObject):
         annotations = [a for a in view.annotations if a.axis == 0]
 
         def job(context):
-            from medviewer.export.dicom_objects import write_dicom_objects
-            from medviewer.export.secondary_capture import write_secondary_captures
+            from medviewer.export.bundle import write_dicom_bundle
 
-            written = write_dicom_objects(volume, prediction, out, force=force)
-            return written + write_secondary_captures(volume, prediction, out / "key-images", bookmarks=bookmarks,
-                                                      annotations=annotations, force=force)
+            return write_dicom_bundle(volume, prediction, out, bookmarks=bookmarks, annotations=annotations,
+                                      force=force)
 
         self._start(job, "the DICOM objects", out)
 

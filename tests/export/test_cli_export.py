@@ -143,3 +143,23 @@ def test_predict_refuses_what_it_cannot_export_and_writes_nothing(tmp_path, caps
     assert main(["predict", multiframe, "--out", str(tmp_path / "dose"), "--dicom", "--no-explain"]) == 1
     assert "multi-frame source images are not supported" in capsys.readouterr().err
     assert not (tmp_path / "dose").exists() or list((tmp_path / "dose").iterdir()) == []
+
+
+def test_dicom_bundle_is_all_or_none(study, predicted, tmp_path):
+    """An existing key image without --force refuses the whole bundle: no SEG or SR is written beside it."""
+    import medviewer
+    from medviewer.ai.prediction import read_prediction
+    from medviewer.core.safe import ExistsError
+    from medviewer.export.bundle import write_dicom_bundle
+
+    volume = medviewer.load(medviewer.scan(study).series[0])
+    prediction = read_prediction(predicted)
+    out = tmp_path / "bundle"
+    (out / "key-images").mkdir(parents=True)
+    (out / "key-images" / "SC0001.dcm").write_bytes(b"kept")
+    with pytest.raises(ExistsError):
+        write_dicom_bundle(volume, prediction, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["key-images", "key-images/SC0001.dcm"]
+    written = write_dicom_bundle(volume, prediction, out, force=True)
+    assert [p.name for p in written[:2]] == ["seg.dcm", "sr.dcm"] and written[2].name == "SC0001.dcm"
+    assert pydicom.dcmread(out / "key-images" / "SC0001.dcm").Modality == "OT"
