@@ -282,6 +282,10 @@ class SliceView(pg.GraphicsView):
         """Show ``volume`` along ``axis``; ``loaded`` (slice indices decoded so far) for a
         series still loading: other slices show as blank until they arrive."""
         same = self.volume is volume and self.axis == axis
+        if self.volume is not volume:
+            # Overlays belong to one volume: another series' mask or heatmap would be drawn on the wrong voxels.
+            self.mask = self.heatmap = None
+            self._mask_undo = []
         self.volume = volume
         self.series_key = series_key
         self.axis = axis
@@ -311,6 +315,10 @@ class SliceView(pg.GraphicsView):
         self._clear_annotation_items()
         self.annotations = []
         self.volume = None
+        self.mask = self.heatmap = None
+        self._mask_undo = []
+        self.mask_item.setVisible(False)
+        self.heatmap_item.setVisible(False)
         self.image_item.clear()
         for label in self._labels.values():
             label.setText("")
@@ -388,6 +396,20 @@ class SliceView(pg.GraphicsView):
         if opacity is not None:
             self.heatmap_opacity = float(np.clip(opacity, 0, 1))
             self._heat_lut = heat_lut(self.heatmap_opacity)
+        self.render()
+
+    def copy_overlays_from(self, other: SliceView) -> None:
+        """Show ``other``'s mask and heatmap (the same arrays, resliced along this view's axis) in its style."""
+        if other is self or other.volume is not self.volume:
+            return
+        self.mask_colors = dict(other.mask_colors)
+        self.mask_opacity, self.mask_contour = other.mask_opacity, other.mask_contour
+        self.mask_hidden_labels = set(other.mask_hidden_labels)
+        self.heatmap_visible, self.heatmap_opacity = other.heatmap_visible, other.heatmap_opacity
+        self._heat_lut = heat_lut(self.heatmap_opacity)
+        self.overlays_visible = other.overlays_visible
+        self.mask, self.heatmap = other.mask, other.heatmap
+        self._update_mask_lut()
         self.render()
 
     def set_assistant_overlays_visible(self, visible: bool) -> None:
