@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
         self.tags_dock = self._dock("Tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
         self.assistant = AssistantPanel(self)
         self.assistant_dock = self._dock("Assistant", self.assistant, Qt.DockWidgetArea.RightDockWidgetArea)
+        # Room above the probability strip's top tick label ("1.0"), which was cut in half at the edge.
+        self.assistant.plot.getPlotItem().layout.setContentsMargins(1, 8, 8, 1)
         self.predictions: dict[tuple, object] = {}
         self._running_prediction: dict[tuple, object] = {}
         self._assistant_worker = None
