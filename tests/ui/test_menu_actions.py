@@ -4,7 +4,6 @@ and their effect on the active viewport is checked."""
 
 from __future__ import annotations
 
-import numpy as np
 import pydicom
 from PIL import Image
 from PySide6.QtGui import QGuiApplication
