@@ -136,6 +136,9 @@ class ViewerGrid(QWidget):
         for axis, frame in enumerate(self.frames[:3]):
             frame.view.set_volume(volume, key, axis=axis, loaded=loaded)
             frame.view.set_tool("crosshair" if source.tool in ("pan", "crosshair") else source.tool)
+        # The assistant's overlays follow every plane: the same mask and heatmap, resliced.
+        for frame in self.frames[:3]:
+            frame.view.copy_overlays_from(source)
         center = (source.index, volume.shape[1] // 2, volume.shape[2] // 2)
         for frame in self.frames[:3]:
             frame.view.show_crosshair(center)

@@ -84,6 +84,8 @@ class MainWindow(QMainWindow):
         self.tags_dock = self._dock("Tags", self.tag_browser, Qt.DockWidgetArea.RightDockWidgetArea)
         self.assistant = AssistantPanel(self)
         self.assistant_dock = self._dock("Assistant", self.assistant, Qt.DockWidgetArea.RightDockWidgetArea)
+        # Room above the probability strip's top tick label ("1.0"), which was cut in half at the edge.
+        self.assistant.plot.getPlotItem().layout.setContentsMargins(1, 8, 8, 1)
         self.predictions: dict[tuple, object] = {}
         self._running_prediction: dict[tuple, object] = {}
         self._assistant_worker = None
@@ -437,9 +439,9 @@ class MainWindow(QMainWindow):
             result: ScanResult = message[1]
             self.series_tree.add_scan(result)
             if result.refused:
-                self.refused_list.add(result.refused)
-                # Sidecar files (notes, ground truth) are listed but do not pop the panel up.
-                if any(not r.reason.startswith("not an image (") for r in result.refused) or not result.series:
+                # Harmless skips (sidecar files) are listed but do not pop the panel up; damage, crashes, or
+                # nothing opened at all do.
+                if self.refused_list.add(result.refused) or not result.series:
                     self.refused_dock.show()
             self._start_thumbnails(result.series)
             found = len(result.series)
@@ -481,6 +483,8 @@ class MainWindow(QMainWindow):
                         # Resampled once every slice was decoded (tilt, gaps): new shape and geometry.
                         view.set_volume(volume, key, axis=view.axis)
                     view.render()
+            if volume.missing_slices:
+                self._list_missing_slices(volume)
             if volume.warnings:
                 self.statusBar().showMessage("; ".join(volume.warnings), 10000)
             else:
@@ -488,6 +492,20 @@ class MainWindow(QMainWindow):
             self._update_tags()
         elif result[0] == "empty":
             self.statusBar().showMessage("Nothing could be opened", 8000)
+
+    def _list_missing_slices(self, volume: Volume) -> None:
+        """Slices the decoder failed on (a crash included) go to Not opened, which opens by itself."""
+        from medviewer.core.sources import Refused
+
+        sources = volume.acquired_sources or volume.sources
+        entries = []
+        for k in volume.missing_slices:
+            instance = sources[k] if 0 <= k < len(sources) else None
+            source = getattr(instance, "source", None)
+            path = str(getattr(source, "name", "") or f"{volume.description or 'series'} slice {k + 1}")
+            entries.append(Refused(path, f"slice {k + 1} could not be decoded and is shown blank"))
+        self.refused_list.add(entries)
+        self.refused_dock.show()
 
     def _nothing_message(self, result: ScanResult) -> str:
         lines = [f"{r.path}: {r.reason}" for r in result.refused[:8]]

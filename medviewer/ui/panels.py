@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from pydicom.dataset import Dataset
 from PySide6.QtCore import QMimeData, QSize, Qt, Signal
@@ -111,22 +113,67 @@ class SeriesTree(QTreeWidget):
         drag.exec(Qt.DropAction.CopyAction)
 
 
+# Skips a user expects when opening a folder: sidecar files by their extension, a DICOMDIR index beside its
+# files, a stray file that does not claim to be DICOM. Anything else (damage, a crash, unreadable, too large)
+# is worth showing the panel for.
+HARMLESS_PREFIXES = ("not an image (", "DICOMDIR index")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+PATH_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def split_refused_path(path: str) -> tuple[str, str]:
+    """(file name, where it is) of a refused path; a ZIP member ``archive.zip!/dir/name`` is in the archive."""
+    archive, sep, member = path.rpartition("!/")
+    if sep:
+        folder, _, name = member.rpartition("/")
+        return name or member, archive + (f" \u203a {folder}" if folder else "")
+    head, tail = os.path.split(path.rstrip("/\\") or path)
+    return tail or path, head
+
+
+def is_important(entry: Refused) -> bool:
+    """Whether a refused file should open the Not opened panel by itself (see HARMLESS_PREFIXES)."""
+    reason = entry.reason
+    if reason.startswith(HARMLESS_PREFIXES):
+        return False
+    if reason == "not a DICOM file":
+        return split_refused_path(entry.path)[0].lower().endswith(DICOM_SUFFIXES)
+    return True
+
+
 class RefusedList(QTreeWidget):
-    """Every file that was not opened, with the reason, never silently dropped."""
+    """Every file that was not opened, with the reason, never silently dropped: the file name first,
+    then the reason; the full path on hover."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setHeaderLabels(["File", "Reason"])
         self.setRootIsDecorated(False)
-        self.setColumnWidth(0, 420)
+        self.setColumnWidth(0, 260)
         self.setAlternatingRowColors(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
 
-    def add(self, refused: list[Refused]) -> None:
+    def add(self, refused: list[Refused]) -> bool:
+        """List ``refused``; True if one of them is important (see :func:`is_important`)."""
+        important = False
         for entry in refused:
-            item = QTreeWidgetItem([entry.path, entry.reason])
-            item.setToolTip(0, entry.path)
-            item.setToolTip(1, entry.reason)
+            name, folder = split_refused_path(entry.path)
+            item = QTreeWidgetItem([name, entry.reason])
+            tip = f"{entry.path}\n{entry.reason}" if not folder else f"{name}\nin {folder}\n{entry.reason}"
+            item.setToolTip(0, tip)
+            item.setToolTip(1, tip)
+            item.setData(0, PATH_ROLE, entry.path)
             self.addTopLevelItem(item)
+            important |= is_important(entry)
+        return important
+
+    def entries(self) -> list[tuple[str, str, str]]:
+        """(shown name, reason, full path) of every row."""
+        out = []
+        for i in range(self.topLevelItemCount()):
+            item = self.topLevelItem(i)
+            out.append((item.text(0), item.text(1), item.data(0, PATH_ROLE)))
+        return out
 
 
 class TagBrowser(QWidget):

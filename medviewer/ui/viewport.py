@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
 from PySide6.QtWidgets import QInputDialog, QLabel, QWidget
 
@@ -100,6 +100,17 @@ class ScaleBar(QWidget):
             self.length_px, self.label = length_px, label
             self.update()
 
+    def drawn_rect(self) -> QRect:
+        """Where the bar and its label are drawn, in this widget's coordinates."""
+        if not self.length_px:
+            return QRect()
+        font = QFont(self.font().family(), 9)
+        from PySide6.QtGui import QFontMetrics
+
+        text_w = QFontMetrics(font).horizontalAdvance(self.label)
+        width = int(max(self.length_px, text_w)) + 6
+        return QRect(self.width() - width, 0, width, self.height())
+
     def paintEvent(self, event):  # noqa: N802 - Qt override
         if not self.length_px:
             return
@@ -160,9 +171,12 @@ class _AnnotationItem:
 
     def refresh(self) -> None:
         text = self.view.annotation_text(self.annotation)
-        self.label.setText(text)
+        # ROI statistics run long: two values a line keep the label near its ROI and inside small views.
+        parts = text.split(", ")
+        self.label.setText("\n".join(", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)))
         r, c = self.annotation.points[-1] if self.annotation.kind != "angle" else self.annotation.points[1]
         self.label.setPos(c + 1.0, r)
+        self.view._place_annotation_labels()
 
     def set_visible(self, visible: bool) -> None:
         self.roi.setVisible(visible)
@@ -256,6 +270,7 @@ class SliceView(pg.GraphicsView):
         self.brush_size = 6
         self.brush_label = 2
         self._mask_undo: list[tuple[int, np.ndarray]] = []
+        self._corner_lines: dict[str, list[tuple[int, str]]] = {}
         self._labels = {name: self._make_label() for name in
                         ("top_left", "top_right", "bottom_left", "bottom_right", "left", "right", "top", "bottom")}
         for name in ("left", "right", "top", "bottom"):
@@ -282,6 +297,10 @@ class SliceView(pg.GraphicsView):
         """Show ``volume`` along ``axis``; ``loaded`` (slice indices decoded so far) for a
         series still loading: other slices show as blank until they arrive."""
         same = self.volume is volume and self.axis == axis
+        if self.volume is not volume:
+            # Overlays belong to one volume: another series' mask or heatmap would be drawn on the wrong voxels.
+            self.mask = self.heatmap = None
+            self._mask_undo = []
         self.volume = volume
         self.series_key = series_key
         self.axis = axis
@@ -311,9 +330,14 @@ class SliceView(pg.GraphicsView):
         self._clear_annotation_items()
         self.annotations = []
         self.volume = None
+        self.mask = self.heatmap = None
+        self._mask_undo = []
+        self.mask_item.setVisible(False)
+        self.heatmap_item.setVisible(False)
         self.image_item.clear()
         for label in self._labels.values():
             label.setText("")
+        self._corner_lines = {}
         self.scale_bar.set_scale(None)
         self.volumeChanged.emit(self)
 
@@ -388,6 +412,20 @@ class SliceView(pg.GraphicsView):
         if opacity is not None:
             self.heatmap_opacity = float(np.clip(opacity, 0, 1))
             self._heat_lut = heat_lut(self.heatmap_opacity)
+        self.render()
+
+    def copy_overlays_from(self, other: SliceView) -> None:
+        """Show ``other``'s mask and heatmap (the same arrays, resliced along this view's axis) in its style."""
+        if other is self or other.volume is not self.volume:
+            return
+        self.mask_colors = dict(other.mask_colors)
+        self.mask_opacity, self.mask_contour = other.mask_opacity, other.mask_contour
+        self.mask_hidden_labels = set(other.mask_hidden_labels)
+        self.heatmap_visible, self.heatmap_opacity = other.heatmap_visible, other.heatmap_opacity
+        self._heat_lut = heat_lut(self.heatmap_opacity)
+        self.overlays_visible = other.overlays_visible
+        self.mask, self.heatmap = other.mask, other.heatmap
+        self._update_mask_lut()
         self.render()
 
     def set_assistant_overlays_visible(self, visible: bool) -> None:
@@ -587,33 +625,35 @@ class SliceView(pg.GraphicsView):
         get = first.get if first is not None else (lambda key, default="": default)
         name = str(get("PatientName", "") or "").replace("^", " ").strip()
         pid = str(get("PatientID", "") or "")
-        self._labels["top_left"].setText("\n".join(filter(None, [
-            name, pid and f"ID {pid}", display_date(str(get("StudyDate", "") or "")),
-            str(get("StudyDescription", "") or "")])))
+        # Each corner line has a priority (0 first): where a view is too small, the last ones give way.
+        self._corner_lines["top_left"] = [(0, name), (1, pid and f"ID {pid}"),
+                                          (2, display_date(str(get("StudyDate", "") or ""))),
+                                          (3, str(get("StudyDescription", "") or ""))]
         view_name = mpr.view_plane_name(volume, self.axis)
-        lines = [f"{volume.modality}  {volume.description}".strip(), f"{view_name}  {self.index + 1}/{self.count}"]
+        lines = [(4, f"{volume.modality}  {volume.description}".strip()),
+                 (0, f"{view_name}  {self.index + 1}/{self.count}")]
         if self.axis == 0 and volume.geometry_known:
             position = volume.index_to_lps((self.index, 0, 0)) @ volume.direction[0]
-            lines.append(f"position {position:.1f} mm")
+            lines.append((5, f"position {position:.1f} mm"))
         if self.axis == 0:
             thickness = _float(get("SliceThickness", None))
             parts = [f"thickness {thickness:.2f} mm" if thickness else "",
                      f"spacing {volume.spacing_mm[0]:.2f} mm" if volume.geometry_known else ""]
-            lines.append(", ".join(p for p in parts if p))
+            lines.append((6, ", ".join(p for p in parts if p)))
         if volume.resampled:
             interpolated = (self.axis == 0 and 0 <= self.index < len(volume.slices)
                             and volume.slices[self.index].interpolated and not volume.slices[self.index].source)
-            lines.append(f"resampled ({volume.resampled})" + (": interpolated slice" if interpolated else ""))
+            lines.append((3, f"resampled ({volume.resampled})" + (": interpolated slice" if interpolated else "")))
         if self.slab > 1:
-            lines.append(f"slab {self.slab} ({self.slab_mode.upper()})")
+            lines.append((1, f"slab {self.slab} ({self.slab_mode.upper()})"))
         if self.axis == 0 and self.index in self.bookmarks:
-            lines.append("\u2605 bookmarked")
-        self._labels["top_right"].setText("\n".join(lines))
+            lines.append((2, "\u2605 bookmarked"))
+        self._corner_lines["top_right"] = lines
         loading = ""
         if self._loaded is not None and len(self._loaded) < volume.shape[0]:
             loading = f"loading {len(self._loaded)}/{volume.shape[0]}"
         wl = f"W {self.window_level.width:.0f} L {self.window_level.center:.0f}" if self.window_level else ""
-        self._labels["bottom_left"].setText("\n".join(filter(None, [loading, wl, f"zoom {self.zoom_factor():.2f}"])))
+        self._corner_lines["bottom_left"] = [(0, loading), (1, wl), (2, f"zoom {self.zoom_factor():.2f}")]
         self._place_labels()
 
     def _update_orientation_labels(self) -> None:
@@ -629,6 +669,7 @@ class SliceView(pg.GraphicsView):
     def _update_scale(self) -> None:
         if self.volume is None:
             return
+        self._place_annotation_labels()
         size = self.viewbox.viewPixelSize()
         known = self.volume.pixel_spacing_known
         mm_per_pixel = size[0] if size and size[0] else None
@@ -637,19 +678,72 @@ class SliceView(pg.GraphicsView):
             self._update_overlay_text()
 
     def _place_labels(self) -> None:
+        """Put the overlay text where no two pieces of it meet and all of it stays inside the view.
+
+        Orientation labels and the scale bar come first; each corner block then gets the room left
+        between them (its lines elided to that width, its lowest-priority lines dropped to that height).
+        """
         w, h = self.width(), self.height()
-        margin = 6
-        for name, label in self._labels.items():
-            label.adjustSize()
-            lw, lh = label.width(), label.height()
-            x, y = {
-                "top_left": (margin, margin), "top_right": (w - lw - margin, margin),
-                "bottom_left": (margin, h - lh - margin), "bottom_right": (w - lw - margin, h - lh - margin),
-                "left": (margin, (h - lh) / 2), "right": (w - lw - margin, (h - lh) / 2),
-                "top": ((w - lw) / 2, margin), "bottom": ((w - lw) / 2, h - lh - margin - 22),
-            }[name]
+        margin, gap = 6, 4
+        labels = self._labels
+        for name in ("left", "right", "top", "bottom"):
+            labels[name].adjustSize()
+        bar = self.scale_bar
+        bar.move(w - bar.width() - margin, h - bar.height() - margin)
+        bar_rect = bar.drawn_rect().translated(bar.pos()) if bar.isVisible() and bar.length_px else QRect()
+
+        def size(name: str) -> tuple[int, int]:
+            label = labels[name]
+            return (label.width(), label.height()) if label.text() else (0, 0)
+
+        positions = {"left": (margin, (h - size("left")[1]) / 2),
+                     "right": (w - size("right")[0] - margin, (h - size("right")[1]) / 2),
+                     "top": ((w - size("top")[0]) / 2, margin)}
+        bottom_w, bottom_h = size("bottom")
+        bottom = QRect(int((w - bottom_w) / 2), h - bottom_h - margin, bottom_w, bottom_h)
+        if bar_rect.isValid() and bottom.intersects(bar_rect.adjusted(-gap, -gap, gap, gap)):
+            bottom.moveBottom(bar_rect.top() - gap)
+        positions["bottom"] = (bottom.x(), bottom.y())
+        for name, (x, y) in positions.items():
+            labels[name].move(int(x), int(y))
+
+        for name in ("top_left", "top_right", "bottom_left", "bottom_right"):
+            top = name.startswith("top")
+            left = name.endswith("left")
+            centre_w = size("top" if top else "bottom")[0]
+            side_h = size("left" if left else "right")[1]
+            max_w = int((w - centre_w) / 2 - margin - gap)
+            max_h = int((h - side_h) / 2 - margin - gap) if side_h else int(h / 2 - margin - gap)
+            if name == "bottom_right" and bar_rect.isValid():
+                max_h -= bar_rect.height() + gap
+            label = labels[name]
+            self._fit_corner(label, self._corner_lines.get(name, []), max_w, max_h)
+            lw, lh = (label.width(), label.height()) if label.text() else (0, 0)
+            x = margin if left else w - lw - margin
+            y = margin if top else h - lh - margin
+            if name == "bottom_right" and bar_rect.isValid():
+                y = bar_rect.top() - gap - lh
             label.move(int(x), int(y))
-        self.scale_bar.move(w - self.scale_bar.width() - margin, h - self.scale_bar.height() - margin)
+
+    @staticmethod
+    def _fit_corner(label: QLabel, lines: list[tuple[int, str]], max_w: int, max_h: int) -> None:
+        metrics = label.fontMetrics()
+        kept = []
+        if max_w > 0:
+            for priority, text in lines:
+                if not text:
+                    continue
+                elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, max_w)
+                if elided and elided != "\u2026":
+                    kept.append((priority, elided))
+        while kept:
+            label.setText("\n".join(text for _, text in kept))
+            label.adjustSize()
+            if label.height() <= max_h and label.width() <= max_w:
+                return
+            kept.remove(max(kept, key=lambda item: item[0]))
+        label.setText("")
+        label.adjustSize()
 
     def resizeEvent(self, event):  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -819,6 +913,7 @@ class SliceView(pg.GraphicsView):
 
     def _add_item(self, annotation: Annotation) -> None:
         self._items[annotation.id] = _AnnotationItem(self, annotation)
+        self._place_annotation_labels()
 
     def _replace_item(self, annotation: Annotation) -> None:
         old = self._items.pop(annotation.id, None)
@@ -845,6 +940,51 @@ class SliceView(pg.GraphicsView):
             item = self._items.get(annotation.id)
             if item is not None:
                 item.set_visible(annotation.slice_index == self.index and annotation.axis == self.axis)
+        self._place_annotation_labels()
+
+    def text_rects(self) -> dict[str, QRectF]:
+        """Where each visible piece of overlay text is, in this view's coordinates (corner and orientation
+        labels, the scale bar, measurement labels)."""
+        out = {name: QRectF(label.geometry()) for name, label in self._labels.items()
+               if label.isVisible() and label.text()}
+        if self.scale_bar.isVisible() and self.scale_bar.length_px:
+            out["scale_bar"] = QRectF(self.scale_bar.drawn_rect().translated(self.scale_bar.pos()))
+        for key, item in self._items.items():
+            if item.label.isVisible() and item.label.toPlainText():
+                out[f"measurement {key}"] = self._label_rect(item.label)
+        return out
+
+    def _label_rect(self, label) -> QRectF:
+        label.updateTransform(force=True)
+        return QRectF(self.mapFromScene(label.sceneBoundingRect()).boundingRect())
+
+    def _place_annotation_labels(self) -> None:
+        """Turn each visible measurement label to the side of its point where it stays inside the view and
+        clear of the corner text and of the other labels."""
+        if not self._items:
+            return
+        view_rect = QRectF(0, 0, self.width(), self.height())
+        taken = [QRectF(label.geometry()) for label in self._labels.values() if label.isVisible() and label.text()]
+        if self.scale_bar.isVisible() and self.scale_bar.length_px:
+            taken.append(QRectF(self.scale_bar.drawn_rect().translated(self.scale_bar.pos())))
+        for item in self._items.values():
+            label = item.label
+            if not label.isVisible() or not label.toPlainText():
+                continue
+            best = None
+            for anchor in ((0, 1), (1, 1), (0, 0), (1, 0)):
+                label.setAnchor(anchor)
+                rect = self._label_rect(label)
+                inside = view_rect.contains(rect)
+                free = inside and not any(rect.intersects(other) for other in taken)
+                if free:
+                    best = (anchor, rect)
+                    break
+                if inside and best is None:
+                    best = (anchor, rect)
+            anchor, rect = best if best is not None else ((0, 1), self._label_rect(label))
+            label.setAnchor(anchor)
+            taken.append(rect)
 
     # --- crosshair (MPR) -----------------------------------------------------------------------
 

@@ -306,8 +306,7 @@ def test_refused_files_are_listed(qtbot, window, disc_folder, tmp_path):
     (folder / "notes.txt").write_text("hello")
     (folder / "broken.dcm").write_bytes(b"\x00" * 200)
     open_and_wait(qtbot, window, [folder])
-    reasons = {window.refused_list.topLevelItem(i).text(0): window.refused_list.topLevelItem(i).text(1)
-               for i in range(window.refused_list.topLevelItemCount())}
+    reasons = {path: reason for _name, reason, path in window.refused_list.entries()}
     assert reasons[str(folder / "broken.dcm")] == "not a DICOM file"
     assert "not an image" in reasons[str(folder / "notes.txt")]
     assert window.refused_dock.isVisibleTo(window)
