@@ -279,7 +279,6 @@ class SliceView(pg.GraphicsView):
         self._cine = QTimer(self)
         self._cine.timeout.connect(lambda: self.step_slice(1, wrap=True))
         self.viewbox.sigRangeChanged.connect(lambda *_: self._update_scale())
-        self.scene().sigMouseMoved.connect(self._mouse_moved)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAcceptDrops(False)
 
@@ -380,6 +379,7 @@ class SliceView(pg.GraphicsView):
         self._render_overlays()
         self._show_annotations_for_slice()
         self._update_overlay_text()
+        self._update_cursor_readout()  # the slice under the mouse changed: the value with it
 
     # --- assistant overlays ------------------------------------------------------------------
 
@@ -758,29 +758,50 @@ class SliceView(pg.GraphicsView):
         return p.y() - 0.5, p.x() - 0.5
 
     def _mouse_moved(self, scene_pos) -> None:
-        if self.volume is None:
-            return
-        row, col = self.image_coordinates(scene_pos)
+        self._cursor_scene = QPointF(scene_pos)
+        self._update_cursor_readout()
+
+    def cursor_readout(self) -> str:
+        """The value under the mouse on the slice now shown: value with unit, position, integer voxel."""
+        if self.volume is None or self._cursor_scene is None:
+            return ""
+        row, col = self.image_coordinates(self._cursor_scene)
         rows, cols = self._image_shape
         if not (-0.5 <= row < rows - 0.5 and -0.5 <= col < cols - 0.5):
-            self.cursorMoved.emit("")
-            return
+            return ""
         k, j, i = mpr.cursor_to_voxel(self.volume, self.axis, self.index, row, col)
         value, position = measure.value_at(self.volume, k, j, i)
         if value is None:
-            self.cursorMoved.emit("")
-            return
+            return ""
         units = self.volume.units
         if isinstance(value, tuple):
             text = f"RGB {value}"
         else:
-            text = f"{units or 'value'} {value:g}" if isinstance(value, float) else f"{units or 'value'} {value}"
+            number = f"{value:.4g}" if isinstance(value, float) else f"{value}"
+            text = f"{number} {units}" if units else f"value {number}"
         where = f"  at ({position[0]:.1f}, {position[1]:.1f}, {position[2]:.1f}) mm" if position is not None else ""
-        self.cursorMoved.emit(f"{text}{where}  [voxel {k}, {j}, {i}]")
-        if self.tool == "crosshair" and self._dragging_crosshair:
-            pass
+        voxel = ", ".join(str(int(np.floor(v + 0.5))) for v in (k, j, i))
+        return f"{text}{where}  voxel ({voxel})"
 
-    _dragging_crosshair = False
+    def _update_cursor_readout(self) -> None:
+        """Tell the status bar what is under the mouse; only while the mouse is over this view, so another
+        view redrawing (synchronised scrolling) does not blank it."""
+        if self._cursor_scene is not None:
+            self.cursorMoved.emit(self.cursor_readout())
+
+    def mouseMoveEvent(self, event):  # noqa: N802 - Qt override
+        super().mouseMoveEvent(event)
+        # Every move, not the scene's rate-limited sigMouseMoved: that one drops a move that follows the
+        # previous one closely, and the readout then stayed on where the mouse had been.
+        self._mouse_moved(self.mapToScene(event.position().toPoint()))
+
+    def leaveEvent(self, event):  # noqa: N802 - Qt override
+        if self._cursor_scene is not None:
+            self._cursor_scene = None
+            self.cursorMoved.emit("")
+        super().leaveEvent(event)
+
+    _cursor_scene: QPointF | None = None
 
     # --- tools -----------------------------------------------------------------------------
 
