@@ -16,7 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen, QTransform
-from PySide6.QtWidgets import QInputDialog, QLabel, QWidget
+from PySide6.QtWidgets import QGraphicsDropShadowEffect, QInputDialog, QLabel, QWidget
 
 from medviewer.core import measure, mpr, orientation, scalebar, windowing
 from medviewer.core.annotations import Annotation, measurement_text
@@ -289,6 +289,12 @@ class SliceView(pg.GraphicsView):
         label.setStyleSheet(OVERLAY_STYLE)
         label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         label.setTextFormat(Qt.TextFormat.PlainText)
+        # A tight dark halo keeps light text readable over bright anatomy (bone in coronal and sagittal views).
+        halo = QGraphicsDropShadowEffect(label)
+        halo.setBlurRadius(4)
+        halo.setOffset(1, 1)
+        halo.setColor(QColor(0, 0, 0, 240))
+        label.setGraphicsEffect(halo)
         return label
 
     def set_volume(self, volume: Volume, series_key: str = "", *, axis: int = 0, index: int | None = None,
