@@ -432,6 +432,25 @@ def retest(out_dir: Path, recipe: Recipe = FULL, device: str = "cpu") -> dict:
     return results
 
 
+def record_cross_family(out_dir: Path, figures_path: Path) -> None:
+    """Write the held-out (cross-family) figures of ``scripts/evaluate_heldout.py --json`` into both manifests'
+    ``metrics["cross_family"]``; the weights stay as they are."""
+    from medviewer.ai.package import load_package
+
+    figures = json.loads(Path(figures_path).read_text(encoding="utf-8"))
+    note = ("held-out chest-CT family (medviewer.phantoms.heldout: other anatomy, scanners and storage), never "
+            "used in training or tuning; measured through `medviewer predict` by scripts/evaluate_heldout.py")
+    for model_id in ("chest-ct-nodule", "chest-ct-lung-nodule-seg"):
+        folder = out_dir / model_id
+        if not folder.exists():
+            continue
+        loaded = load_package(folder)
+        loaded.manifest.metrics = {**loaded.manifest.metrics,
+                                   "cross_family": _round({"note": note, "figures": figures})}
+        save_package(folder, loaded.model, loaded.manifest, overwrite=True)
+        _log(f"{model_id}: cross-family figures written into {folder / 'manifest.json'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train, test and package MedViewer's built-in models from phantoms.")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: resources/models)")
@@ -444,11 +463,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retest", action="store_true",
                         help="no training: measure the packages already there on the test phantoms again through "
                              "the current inference engine, and rewrite their test metrics")
+    parser.add_argument("--record-heldout", type=Path, metavar="FIGURES_JSON",
+                        help="no training: write the figures of scripts/evaluate_heldout.py --json into the "
+                             "manifests as their cross-family metrics")
+    parser.add_argument("--seg-epochs", type=int, default=None, help="override the segmenter's epochs")
     ns = parser.parse_args(argv)
     recipe = QUICK if ns.quick else RANDOMISED if ns.randomise else FULL
     if ns.quick and ns.randomise:
         recipe = Recipe(**{**QUICK.__dict__, "domain": True})
+    if ns.seg_epochs:
+        recipe = Recipe(**{**recipe.__dict__, "seg_epochs": ns.seg_epochs})
     out_dir = ns.out_dir or builtin_models_dir()
+    if ns.record_heldout:
+        record_cross_family(out_dir, ns.record_heldout)
+        return 0
     if ns.retest:
         results = retest(out_dir, recipe, ns.device)
     else:

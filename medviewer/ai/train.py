@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.calibration import fit_temperature
 from medviewer.ai.data import SliceDataset
 from medviewer.ai.evaluation import dataset_logits, probabilities
 from medviewer.ai.metrics import auc, classification_report, expected_calibration_error, youden_threshold
 from medviewer.ai.networks import build
-from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.preprocess import augment
 from medviewer.ai.train_loop import (
     UNIFORM,

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.data import SliceDataset
 from medviewer.ai.evaluation import segment_dataset
 from medviewer.ai.metrics import label_counts
 from medviewer.ai.networks import build
-from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.preprocess import augment
 from medviewer.ai.train_loop import (
     ANY_LABEL,
