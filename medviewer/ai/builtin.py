@@ -108,7 +108,8 @@ QUICK = Recipe(train_phantoms=6, test_phantoms=3, seg_test_phantoms=2, cls_size=
                seg_batch=4, seg_val_slices=16)
 # Domain-randomised, on a schedule that fits about 15 minutes on two shared CPU cores.  On the in-family test
 # phantoms its classifier read AUC 0.847 (10 phantoms; the previous recipe 0.969 on 24) and held on the held-out
-# family (0.840 against 0.728), so it ships.  Its segmenter never labelled a nodule (validation nodule Dice 0 in
+# family (slice AUC 0.840 against 0.728, ECE 0.072 against 0.186) but not on the engine tests: probability 0.51
+# on a clean phantom, Grad-CAM peak away from a planted nodule, so it does not ship yet.  Its segmenter never labelled a nodule (validation nodule Dice 0 in
 # all 8 epochs, and in all 16 with --seg-epochs 16; lung 0.99), so the previous segmenter stays.
 RANDOMISED = Recipe(train_phantoms=40, test_phantoms=10, seg_test_phantoms=5, cls_epochs=7, seg_epochs=8,
                     domain=True)
