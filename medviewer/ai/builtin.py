@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medviewer.ai.augment import DomainRandomisation
 from medviewer.ai.data import (
     MIN_NODULE_AREA_MM2,
     PhantomRanges,
@@ -52,6 +53,12 @@ TRAIN_RANGES = PhantomRanges()
 TEST_RANGES = PhantomRanges(
     extent_mm=(150.0, 340.0), slice_thickness_mm=(1.0, 6.0), noise_hu=(3.0, 40.0), nodule_count=(0, 4),
     nodule_diameter_mm=(3.0, 35.0), nodule_hu=(-300.0, 150.0), body_scale=(0.8, 1.25),
+)
+# With domain randomisation the training phantoms are drawn wider too: ground-glass to calcified nodules, heavier
+# noise, smaller and larger bodies, thin and thick slices.
+RANDOMISED_RANGES = PhantomRanges(
+    extent_mm=(150.0, 340.0), slice_thickness_mm=(1.0, 6.0), noise_hu=(5.0, 60.0), nodule_count=(1, 5),
+    nodule_diameter_mm=(3.0, 30.0), nodule_hu=(-700.0, 200.0), body_scale=(0.7, 1.3),
 )
 CT_WINDOW = dict(modality="CT", units="HU", window=(-300.0, 1400.0), clip=(-1000.0, 400.0), normalisation="clip01")
 DISCLAIMER = ("Demonstration model trained only on synthetic phantoms; not a medical device, not for clinical use, "
@@ -91,12 +98,21 @@ class Recipe:
     # The nodule label's threshold (argmax of probability over threshold): 0.35 and 0.25 found one more nodule
     # of 34 on tuning phantoms at most, with more false regions; 0.5 is the plain argmax.
     seg_nodule_threshold: float = 0.5
+    # Domain randomisation of every training batch (medviewer.ai.augment) and the wider RANDOMISED_RANGES.
+    domain: bool = False
 
 
 FULL = Recipe()
 QUICK = Recipe(train_phantoms=6, test_phantoms=3, seg_test_phantoms=2, cls_size=64, cls_crop=32, cls_epochs=1,
                cls_steps=3, cls_batch=8, cls_val_slices=32, seg_size=64, seg_crop=32, seg_epochs=1, seg_steps=3,
                seg_batch=4, seg_val_slices=16)
+# Domain-randomised, on a schedule that fits about 15 minutes on two shared CPU cores.  On the in-family test
+# phantoms its classifier read AUC 0.847 (10 phantoms; the previous recipe 0.969 on 24) and held on the held-out
+# family (slice AUC 0.840 against 0.728, ECE 0.072 against 0.186) but not on the engine tests: probability 0.51
+# on a clean phantom, Grad-CAM peak away from a planted nodule, so it does not ship yet.  Its segmenter never labelled a nodule (validation nodule Dice 0 in
+# all 8 epochs, and in all 16 with --seg-epochs 16; lung 0.99), so the previous segmenter stays.
+RANDOMISED = Recipe(train_phantoms=40, test_phantoms=10, seg_test_phantoms=5, cls_epochs=7, seg_epochs=8,
+                    domain=True)
 
 
 def classifier_spec(size: int) -> InputSpec:
@@ -268,12 +284,16 @@ def weight_small_nodules(data: SliceDataset, min_area_mm2: float = MIN_NODULE_AR
                                                                               / min_area_mm2), 1.0)
 
 
-def _training_record(result: TrainResult, configs, recipe_part: dict) -> dict:
+def _train_ranges(recipe: Recipe) -> PhantomRanges:
+    return RANDOMISED_RANGES if recipe.domain else TRAIN_RANGES
+
+
+def _training_record(result: TrainResult, configs, recipe_part: dict, recipe: Recipe) -> dict:
     return json_safe({
         "data": "synthetic chest-CT phantoms (medviewer.ai.phantom), no patient data",
         "phantoms": len(configs),
         "phantom_seed": TRAIN_SEED,
-        "phantom_ranges": TRAIN_RANGES.to_dict(),
+        "phantom_ranges": _train_ranges(recipe).to_dict(),
         "split": "80/20 by phantom (patient), seed 0",
         "label_rule": f"slice positive when its nodule cross-section >= {MIN_NODULE_AREA_MM2:g} mm^2",
         **recipe_part,
@@ -291,7 +311,7 @@ def build_models(out_dir: Path, recipe: Recipe = FULL, device: str = "cpu", whic
         configure_threads()
     _log(f"device: {device_name(dev)}")
     cls_spec, seg_spec = classifier_spec(recipe.cls_size), segmenter_spec(recipe.seg_size)
-    configs = draw_configs(recipe.train_phantoms, TRAIN_SEED, TRAIN_RANGES)
+    configs = draw_configs(recipe.train_phantoms, TRAIN_SEED, _train_ranges(recipe))
     cls_data = SliceDataset(class_names=["no nodule", "nodule"])
     seg_data = SliceDataset(class_names=["background", "lung", "nodule"])
     for ph in iter_phantoms(configs):
@@ -329,6 +349,7 @@ def _build_classifier(out_dir, recipe, spec, data, train_idx, val_idx, configs, 
         arguments=arguments, epochs=recipe.cls_epochs, steps_per_epoch=recipe.cls_steps, batch_size=recipe.cls_batch,
         lr=recipe.cls_lr, dense_supervision=recipe.cls_dense, crop=recipe.cls_crop,
         crop_min_area_mm2=MIN_NODULE_AREA_MM2, val_max_slices=recipe.cls_val_slices, seed=1, device=dev,
+        domain=DomainRandomisation(clip=spec.clip) if recipe.domain else None,
         progress=_epoch_printer("classifier"))
     manifest = Manifest(
         id="chest-ct-nodule", name="Chest CT nodule finder (per slice)", version="1.0.0", sha256="",
@@ -338,7 +359,8 @@ def _build_classifier(out_dir, recipe, spec, data, train_idx, val_idx, configs, 
                      "to demonstrate the assistant. Research and teaching only.",
         not_for_clinical_use=True, disclaimer=DISCLAIMER,
         training=_training_record(result, configs, {"input_size": list(spec.size), "crop": recipe.cls_crop,
-                                                    "sample_weighting": _WEIGHTING if recipe.cls_weight_small else None}),
+                                                    "sample_weighting": _WEIGHTING if recipe.cls_weight_small else None},
+                                  recipe),
     )
     test_metrics = classifier_test_scores(LoadedModel(result.model, manifest, out_dir / manifest.id), test,
                                           result.threshold, dev)
@@ -360,7 +382,8 @@ def _build_segmenter(out_dir, recipe, spec, data, train_idx, val_idx, configs, t
         data.subset(train_idx), data.subset(val_idx), channels=spec.channels, classes=3, architecture="UNet2D",
         arguments=arguments, epochs=recipe.seg_epochs, steps_per_epoch=recipe.seg_steps, batch_size=recipe.seg_batch,
         lr=recipe.seg_lr, crop=recipe.seg_crop, focus=recipe.seg_focus, foreground=recipe.seg_foreground,
-        val_max_slices=recipe.seg_val_slices, seed=2, device=dev, progress=_epoch_printer("segmenter"))
+        val_max_slices=recipe.seg_val_slices, seed=2, device=dev, progress=_epoch_printer("segmenter"),
+        domain=DomainRandomisation(clip=spec.clip) if recipe.domain else None)
     manifest = Manifest(
         id="chest-ct-lung-nodule-seg", name="Chest CT lung and nodule segmentation", version="1.0.0", sha256="",
         task="segmentation", architecture=result.architecture, arguments=result.arguments, input=spec,
@@ -370,7 +393,8 @@ def _build_segmenter(out_dir, recipe, spec, data, train_idx, val_idx, configs, t
                      "Research and teaching only.",
         not_for_clinical_use=True, disclaimer=DISCLAIMER,
         training=_training_record(result, configs, {"input_size": list(spec.size), "crop": recipe.seg_crop,
-                                                    "sample_weighting": _WEIGHTING if recipe.seg_weight_small else None}),
+                                                    "sample_weighting": _WEIGHTING if recipe.seg_weight_small else None},
+                                  recipe),
     )
     test_metrics = segmenter_test_metrics(LoadedModel(result.model, manifest, out_dir / manifest.id), test, dev)
     manifest.metrics = _round({"validation": result.metrics, "test": test_metrics,
@@ -412,18 +436,51 @@ def retest(out_dir: Path, recipe: Recipe = FULL, device: str = "cpu") -> dict:
     return results
 
 
+def record_cross_family(out_dir: Path, figures_path: Path) -> None:
+    """Write the held-out (cross-family) figures of ``scripts/evaluate_heldout.py --json`` into both manifests'
+    ``metrics["cross_family"]``; the weights stay as they are."""
+    from medviewer.ai.package import load_package
+
+    figures = json.loads(Path(figures_path).read_text(encoding="utf-8"))
+    note = ("held-out chest-CT family (medviewer.phantoms.heldout: other anatomy, scanners and storage), never "
+            "used in training or tuning; measured through `medviewer predict` by scripts/evaluate_heldout.py")
+    for model_id in ("chest-ct-nodule", "chest-ct-lung-nodule-seg"):
+        folder = out_dir / model_id
+        if not folder.exists():
+            continue
+        loaded = load_package(folder)
+        loaded.manifest.metrics = {**loaded.manifest.metrics,
+                                   "cross_family": _round({"note": note, "figures": figures})}
+        save_package(folder, loaded.model, loaded.manifest, overwrite=True)
+        _log(f"{model_id}: cross-family figures written into {folder / 'manifest.json'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train, test and package MedViewer's built-in models from phantoms.")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: resources/models)")
     parser.add_argument("--device", default="cpu", help="cpu (default, reproducible), cuda, mps or auto")
     parser.add_argument("--only", choices=("both", "classifier", "segmenter"), default="both")
     parser.add_argument("--quick", action="store_true", help="a tiny build for smoke tests (not shippable)")
+    parser.add_argument("--randomise", action="store_true",
+                        help="domain-randomised training (medviewer.ai.augment, wider phantom ranges) on a shorter "
+                             "schedule (about 15 minutes on two CPU cores)")
     parser.add_argument("--retest", action="store_true",
                         help="no training: measure the packages already there on the test phantoms again through "
                              "the current inference engine, and rewrite their test metrics")
+    parser.add_argument("--record-heldout", type=Path, metavar="FIGURES_JSON",
+                        help="no training: write the figures of scripts/evaluate_heldout.py --json into the "
+                             "manifests as their cross-family metrics")
+    parser.add_argument("--seg-epochs", type=int, default=None, help="override the segmenter's epochs")
     ns = parser.parse_args(argv)
-    recipe = QUICK if ns.quick else FULL
+    recipe = QUICK if ns.quick else RANDOMISED if ns.randomise else FULL
+    if ns.quick and ns.randomise:
+        recipe = Recipe(**{**QUICK.__dict__, "domain": True})
+    if ns.seg_epochs:
+        recipe = Recipe(**{**recipe.__dict__, "seg_epochs": ns.seg_epochs})
     out_dir = ns.out_dir or builtin_models_dir()
+    if ns.record_heldout:
+        record_cross_family(out_dir, ns.record_heldout)
+        return 0
     if ns.retest:
         results = retest(out_dir, recipe, ns.device)
     else:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.calibration import fit_temperature
 from medviewer.ai.data import SliceDataset
 from medviewer.ai.evaluation import dataset_logits, probabilities
@@ -69,7 +70,8 @@ def _balanced_pairs(pairs: np.ndarray, y: np.ndarray, n: int, rng: np.random.Gen
 def train_classifier(train: SliceDataset, val: SliceDataset, *, channels: int, architecture: str = "NoduleCNN",
                      arguments: dict | None = None, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3,
                      weight_decay: float = 1e-4, steps_per_epoch: int | None = None, balance: bool = True,
-                     augmentation: dict | None = None, dense_supervision: float = 0.0,
+                     augmentation: dict | None = None, domain: DomainRandomisation | None = None,
+                     dense_supervision: float = 0.0,
                      crop: int | None = None, crop_min_area_mm2: float | None = None,
                      val_max_slices: int | None = None, seed: int = 0, device: str | torch.device = "auto",
                      threads: int | None = None, progress: EpochProgress | None = None,
@@ -136,7 +138,14 @@ def train_classifier(train: SliceDataset, val: SliceDataset, *, channels: int, a
                 if crop:
                     area = torch.tensor([train.meta[v]["pixel_area_mm2"] for v, _ in batch])
                     target = ((masks > 0).sum(dim=(1, 2)) * area >= crop_min_area_mm2).long()
-                images, masks = augment(images.to(dev), masks.to(dev) if dense else None, loop.gen, **aug)
+                if domain is not None:
+                    images, masks = randomise_domain(images.to(dev), None if masks is None else masks.to(dev),
+                                                     loop.gen, domain)
+                    if masks is not None:  # a nodule moved out of the crop is no longer shown
+                        target = target * (masks > 0).flatten(1).any(1).long().cpu()
+                    masks = masks if dense else None
+                else:
+                    images, masks = augment(images.to(dev), masks.to(dev) if dense else None, loop.gen, **aug)
                 target = target.to(dev)
                 logits = model(images)
                 if args["classes"] == 1:
@@ -179,7 +188,8 @@ def train_classifier(train: SliceDataset, val: SliceDataset, *, channels: int, a
                    "ece": expected_calibration_error(p.argmax(1) == val_y, p.max(1)), "n": int(len(val_y))}
     metrics["raw_ece_before_calibration"] = expected_calibration_error(
         val_y == 1, probabilities(logits)) if args["classes"] == 1 else None
-    settings = settings_record(dev, seed, epochs, steps, batch_size, lr, weight_decay, aug, started, best_key,
+    settings = settings_record(dev, seed, epochs, steps, batch_size, lr, weight_decay,
+                               aug if domain is None else {"domain_randomisation": domain.to_dict()}, started, best_key,
                          history, balance=balance, dense_supervision=dense_supervision, crop=crop,
                          crop_min_area_mm2=crop_min_area_mm2)
     return TrainResult(model, architecture, args, metrics, threshold, history, settings)

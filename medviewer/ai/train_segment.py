@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medviewer.ai.augment import DomainRandomisation, randomise_domain
 from medviewer.ai.data import SliceDataset
 from medviewer.ai.evaluation import segment_dataset
 from medviewer.ai.metrics import label_counts
@@ -68,7 +69,8 @@ def train_segmenter(train: SliceDataset, val: SliceDataset, *, channels: int, cl
                     architecture: str = "UNet2D", arguments: dict | None = None, epochs: int = 10,
                     batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-5,
                     steps_per_epoch: int | None = None, crop: int | None = None, focus: float = 0.5,
-                    foreground: float = 0.0, val_max_slices: int = 400, augmentation: dict | None = None, seed: int = 0,
+                    foreground: float = 0.0, val_max_slices: int = 400, augmentation: dict | None = None,
+                    domain: DomainRandomisation | None = None, seed: int = 0,
                     device: str | torch.device = "auto", threads: int | None = None,
                     progress: EpochProgress | None = None, on_step: StepProgress | None = None,
                     cancel: CancelToken | None = None) -> TrainResult:
@@ -110,7 +112,10 @@ def train_segmenter(train: SliceDataset, val: SliceDataset, *, channels: int, cl
                 pairs, origins = _seg_samples(train, batch_size, crop, focus, foreground, rare, rare_pairs, rare_weights,
                                                all_pairs, loop.rng)
                 images, masks = train.batch(pairs, channels, origins, crop)
-                images, masks = augment(images.to(dev), masks.to(dev), loop.gen, **aug)
+                if domain is not None:
+                    images, masks = randomise_domain(images.to(dev), masks.to(dev), loop.gen, domain)
+                else:
+                    images, masks = augment(images.to(dev), masks.to(dev), loop.gen, **aug)
                 losses.append(loop.update(_dice_ce(model(images), masks, classes), s, steps))
             t_val = time.perf_counter()
             scores = _seg_scores(model, val, val_pairs, channels, classes, dev)
@@ -132,7 +137,8 @@ def train_segmenter(train: SliceDataset, val: SliceDataset, *, channels: int, cl
     metrics = {"dice": {names[int(c)]: v for c, v in metrics["dice"].items()},
                "iou": {names[int(c)]: v for c, v in metrics["iou"].items()},
                "slices": int(len(val_pairs)), "pooled_over": "validation slices"}
-    settings = settings_record(dev, seed, epochs, steps, batch_size, lr, weight_decay, aug, started, best_key,
+    settings = settings_record(dev, seed, epochs, steps, batch_size, lr, weight_decay,
+                               aug if domain is None else {"domain_randomisation": domain.to_dict()}, started, best_key,
                                history, crop=crop, focus=focus, foreground=foreground)
     return TrainResult(model, architecture, args, metrics, 0.5, history, settings)
 

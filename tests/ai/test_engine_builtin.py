@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medviewer.ai.builtin import segmentation_test_scores
 from medviewer.ai.package import builtin_models_dir, check_package
@@ -74,3 +75,27 @@ def test_findings_are_matched_to_the_phantoms_nodules():
                           ph)
     assert got == {"nodules": 2, "detected": 1, "false_positives": 1}
     assert finding_matches([], ph) == {"nodules": 2, "detected": 0, "false_positives": 0}
+
+
+def test_randomised_quick_build_records_its_domain_and_cross_family_figures(tmp_path):
+    """--randomise: the wider phantom ranges and the randomisation settings are in the manifest; held-out figures
+    are written into the manifests without touching the weights."""
+    import json
+
+    from medviewer.ai.builtin import QUICK, RANDOMISED_RANGES, Recipe, build_models, record_cross_family
+
+    build_models(tmp_path, Recipe(**{**QUICK.__dict__, "domain": True}), which="classifier")
+    folder = tmp_path / "chest-ct-nodule"
+    from safetensors.torch import load_file
+
+    before = load_file(folder / "weights.safetensors")
+    training = check_package(folder).training
+    assert training["phantom_ranges"]["nodule_hu"] == list(RANDOMISED_RANGES.nodule_hu)
+    assert "domain_randomisation" in training["augmentation"]
+    figures = tmp_path / "figures.json"
+    figures.write_text(json.dumps({"studies": 2, "slice_auc": 0.5}), encoding="utf-8")
+    record_cross_family(tmp_path, figures)
+    cross = check_package(folder).metrics["cross_family"]
+    assert cross["figures"]["studies"] == 2 and "held-out" in cross["note"]
+    after = load_file(folder / "weights.safetensors")
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
