@@ -55,6 +55,26 @@ MIN_COMPACTNESS = 0.4
 SPLIT_RADIUS_MM = 3.0
 
 
+NOISE_MARGIN = 1.5
+"""Noise beyond this multiple of the training data's highest noise is out of distribution."""
+
+
+def estimate_noise_hu(volume: Volume, max_slices: int = 16) -> float | None:
+    """The image noise (standard deviation, HU) in soft tissue: a robust spread (MAD) of differences between
+    horizontally adjacent voxels that both lie in -150..150 HU, over up to ``max_slices`` slices. None where
+    too few such pairs exist (no soft tissue: not a body CT)."""
+    voxels = volume.voxels
+    if voxels.ndim != 3 or voxels.shape[2] < 2:
+        return None
+    sample = np.asarray(voxels[:: max(1, voxels.shape[0] // max_slices)], dtype=np.float32)
+    left, right = sample[:, :, :-1], sample[:, :, 1:]
+    soft = (left > -150) & (left < 150) & (right > -150) & (right < 150)
+    if soft.sum() < 500:
+        return None
+    d = (right - left)[soft]
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
 def check_input(volume: Volume, manifest: Manifest) -> list[str]:
     """Plain-language warnings where ``volume`` is not what the model was made for."""
     spec = manifest.input
@@ -73,6 +93,11 @@ def check_input(volume: Volume, manifest: Manifest) -> list[str]:
         if lo > -500 or hi > 4000 or lo < -1100:
             warnings.append(f"{name}: values {lo:.0f} to {hi:.0f} do not look like Hounsfield units of a chest CT "
                             "(air about -1000)")
+        noise = estimate_noise_hu(volume)
+        trained = (manifest.training.get("phantom_ranges") or {}).get("noise_hu") if manifest.training else None
+        if noise is not None and trained and noise > NOISE_MARGIN * float(trained[1]):
+            warnings.append(f"{name}: image noise of about {noise:.0f} HU is far beyond the {float(trained[0]):g}–"
+                            f"{float(trained[1]):g} HU the model was trained on; findings are less reliable")
     dz, dy, dx = volume.spacing_mm
     lo_px, hi_px = spec.pixel_spacing_mm
     if not volume.pixel_spacing_known:

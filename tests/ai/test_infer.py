@@ -202,3 +202,20 @@ def test_batch_size_fits_the_device(builtin_models, monkeypatch):
     assert 8 <= small < large <= 512
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (0, 80 * gib))
     assert _batch_size(torch.device("cuda"), manifest, None) == 8
+
+
+def test_gate_warns_when_noise_is_far_beyond_the_training_data():
+    """Out of distribution: noise far above the training phantoms' range is named, ordinary noise is not."""
+    from medviewer.ai.infer import check_input, estimate_noise_hu
+
+    manifests = [p.manifest for p in find_packages() if p.source == "builtin" and p.manifest is not None]
+    assert manifests
+    quiet, noisy = (phantom_volume(generate_phantom(PhantomConfig(slices=4, size=128, nodule_count=(0, 0),
+                                                                  vessel_generations=1, noise_hu=n), 0))
+                    for n in (10.0, 90.0))
+    assert abs(estimate_noise_hu(quiet) - 10) < 6 and estimate_noise_hu(noisy) > 50
+    for manifest in manifests:
+        trained = manifest.training["phantom_ranges"]["noise_hu"]
+        assert not [w for w in check_input(quiet, manifest) if "image noise" in w]
+        (warning,) = [w for w in check_input(noisy, manifest) if "image noise" in w]
+        assert f"beyond the {trained[0]:g}–{trained[1]:g} HU the model was trained on" in warning
