@@ -357,7 +357,7 @@ class MainWindow(QMainWindow):
 
         if getattr(self, "pacs_window", None) is None:
             self.pacs_window = PacsWindow(self.settings, self.tasks, self)
-            self.pacs_window.retrieved.connect(lambda folder: self.open_paths([folder]))
+            self.pacs_window.arrived.connect(lambda folder, first: self.open_paths([folder], show=first))
             self.pacs_window.current_files = self._active_series_files
         self.pacs_window.show()
         self.pacs_window.raise_()
@@ -372,8 +372,9 @@ class MainWindow(QMainWindow):
                  if getattr(inst, "kind", "") == "dicom" and inst.source.member is None}
         return sorted(files)
 
-    def open_paths(self, paths: list[str], prepare=None) -> None:
-        """Scan ``paths`` in a worker, list what was found, then load the main series."""
+    def open_paths(self, paths: list[str], prepare=None, show: bool = True) -> None:
+        """Scan ``paths`` in a worker, list what was found, then load the main series (with ``show`` False
+        only list it: a series arriving while another is read does not take its viewport)."""
         paths = [str(p) for p in paths]
         if paths:
             self._remember(paths)
@@ -385,6 +386,8 @@ class MainWindow(QMainWindow):
             series = main_series(result)
             if series is None:
                 return ("empty", targets, result)
+            if not show:
+                return ("listed", targets, result)
             volume = self._load_job(series, context)
             return ("loaded", series.key, volume)
 

@@ -174,8 +174,13 @@ class NodesDialog(QDialog):
 
 
 class PacsWindow(QDialog):
-    """Query a node and retrieve studies or series; ``retrieved(folder)`` asks the viewer to open them."""
+    """Query a node and retrieve studies or series.
 
+    A study comes series by series, the largest first: ``arrived(folder, first)`` as each series is complete
+    (the viewer opens the first and lists the others while the rest of the study arrives); ``retrieved(folder)``
+    when the whole retrieve is done."""
+
+    arrived = Signal(str, bool)
     retrieved = Signal(str)
 
     def __init__(self, store: QSettings, tasks: TaskManager, parent: QWidget | None = None,
@@ -310,7 +315,7 @@ class PacsWindow(QDialog):
     # --- retrieve ------------------------------------------------------------------------------
 
     def retrieve(self) -> None:
-        from medviewer.net.service import get, move
+        from medviewer.net.service import retrieve
 
         node = self.node()
         row = self.table.currentRow()
@@ -321,21 +326,31 @@ class PacsWindow(QDialog):
             return
         match = self.matches[row]
         study, series = match["StudyInstanceUID"], match.get("SeriesInstanceUID") or None
-        operation = get if self.method_combo.currentText() == "C-GET" else move
+        method = self.method_combo.currentText()
         settings, cache = self.net, self.cache_dir
         folder = cache / study if series is None else cache / study / series
+        self._arrived = 0
 
         def job(context):
-            result = operation(node, settings, study, cache, series_uid=series, progress=context.progress,
-                               cancel=context.cancel)
+            result = retrieve(node, settings, study, cache, method=method, series_uid=series,
+                              on_series=lambda where, files: context.partial((where, len(files))),
+                              progress=context.progress, cancel=context.cancel)
             return result, folder
 
         self.progress.setRange(0, 0)
-        self._busy(True, f"Retrieving from {node} with {self.method_combo.currentText()}…")
+        self._busy(True, f"Retrieving from {node} with {method}…")
         self.worker = self.tasks.start(job, "pacs-retrieve", on_progress=self._progress, on_finished=self._retrieved,
-                                       on_failed=self._failed,
-                                       on_cancelled=lambda: self._failed("Retrieve cancelled: the instances that "
-                                                                         "arrived are in the cache"))
+                                       on_partial=self._series_arrived, on_failed=self._failed,
+                                       on_cancelled=lambda: self._failed("Retrieve cancelled: the series that "
+                                                                         "arrived whole are open; the rest of what "
+                                                                         "arrived is in the cache"))
+
+    def _series_arrived(self, message) -> None:
+        where, count = message
+        self._arrived += 1
+        self.status.setText(f"Series {self._arrived} arrived ({count} instance(s)); "
+                            + ("opening it while the rest arrive…" if self._arrived == 1 else "listed in Series…"))
+        self.arrived.emit(where, self._arrived == 1)
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
@@ -345,6 +360,8 @@ class PacsWindow(QDialog):
         result, folder = answer
         self.worker = None
         text = f"{result.completed} instance(s) retrieved"
+        if self._arrived > 1:
+            text += f" in {self._arrived} series"
         if result.failed or result.warning:
             text += f", {result.failed} failed, {result.warning} with warnings"
         if result.not_stored:

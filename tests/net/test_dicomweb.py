@@ -80,3 +80,21 @@ def test_wrong_password_and_no_server(orthanc, web, settings, capsys):
         code = cli_main(["pacs", "echo", "--url", gone.url])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_study_arrives_series_by_series_over_wado(orthanc, web, settings, tmp_path):
+    """The viewer's retrieve: QIDO-RS lists the series, WADO-RS brings them largest first, each handed over
+    as soon as it is whole; progress counts over the whole study."""
+    orthanc.clear()
+    big = make_series(tmp_path / "a", 3, patient="WEB^SERIES")
+    study = pydicom.dcmread(big[0]).StudyInstanceUID
+    small = make_series(tmp_path / "b", 1, patient="WEB^SERIES", study=study)
+    assert len(service.send(web, settings, big + small).sent) == 4
+    arrivals, seen = [], []
+    result = service.retrieve(web, settings, study, tmp_path / "cache", method="C-MOVE",
+                              on_series=lambda folder, files: arrivals.append((Path(folder).name, len(files))),
+                              progress=lambda d, t: seen.append((d, t)))
+    assert arrivals == [(pydicom.dcmread(big[0]).SeriesInstanceUID, 3), (pydicom.dcmread(small[0]).SeriesInstanceUID, 1)]
+    assert result.completed == 4 and len(result.files) == 4
+    assert seen[-1] == (4, 4) and all(t == 4 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

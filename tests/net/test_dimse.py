@@ -23,10 +23,12 @@ from medviewer.net.dimse import NetError
 from medviewer.net.nodes import NetSettings, Node, SettingsError, load_settings, save_settings
 
 
-def make_series(folder: Path, count: int, patient: str = "NET^TEST", date: str = "20240315") -> list[Path]:
-    """``count`` CT slices (CT_small's header and pixels, each with its own UIDs, position and pixel offset)."""
+def make_series(folder: Path, count: int, patient: str = "NET^TEST", date: str = "20240315",
+                study: str | None = None) -> list[Path]:
+    """``count`` CT slices (CT_small's header and pixels, each with its own UIDs, position and pixel offset),
+    a new series in ``study`` (a new study by default)."""
     source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    study, series = generate_uid(), generate_uid()
+    study, series = study or generate_uid(), generate_uid()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(count):

@@ -34,10 +34,12 @@ def window(qtbot, tmp_path, orthanc):
 def study(orthanc, tmp_path):
     orthanc.clear()
     paths = make_series(tmp_path / "series", 4, patient="WINDOW^TEST")
+    first = pydicom.dcmread(paths[0])
+    paths += make_series(tmp_path / "scout", 2, patient="WINDOW^TEST", study=first.StudyInstanceUID)
     settings = NetSettings(ae_title=orthanc.our_aet, port=orthanc.our_port, timeout_s=5)
     node = Node("orthanc", orthanc.aet, "127.0.0.1", orthanc.dicom_port)
-    assert len(dimse.send(node, settings, paths).sent) == 4
-    return pydicom.dcmread(paths[0])
+    assert len(dimse.send(node, settings, paths).sent) == 6
+    return first, pydicom.dcmread(paths[-1])
 
 
 def _configure(qtbot, pacs, orthanc):
@@ -72,14 +74,22 @@ def test_search_retrieve_and_open(qtbot, window, orthanc, study, tmp_path, metho
     qtbot.waitUntil(lambda: pacs.worker is None and pacs.table.rowCount() == 1, timeout=15000)
     assert pacs.status.text() == "1 match(es)"
     pacs.method_combo.setCurrentText(method)
+    big, small = study
+    arrivals = []
+    pacs.arrived.connect(lambda folder, first: arrivals.append((folder, first)))
     with qtbot.waitSignal(pacs.retrieved, timeout=30000) as opened:
         pacs.retrieve_button.click()
-    folder = opened.args[0]
-    assert folder == str(tmp_path / "cache" / study.StudyInstanceUID)
-    assert pacs.status.text().startswith("4 instance(s) retrieved")
-    assert pacs.progress.value() == 4
-    qtbot.waitUntil(lambda: bool(window.volumes) and not window.tasks.running, timeout=30000)
+    # series by series, the largest first: it opened while the other was still to come
+    cache = tmp_path / "cache" / big.StudyInstanceUID
+    assert arrivals == [(str(cache / big.SeriesInstanceUID), True), (str(cache / small.SeriesInstanceUID), False)]
+    assert opened.args[0] == str(cache)
+    assert pacs.status.text().startswith("6 instance(s) retrieved in 2 series")
+    assert pacs.progress.value() == pacs.progress.maximum() == 6
+    qtbot.waitUntil(lambda: len(window.series_tree.series) == 2 and bool(window.volumes)
+                    and not window.tasks.running, timeout=30000)
+    # the first (largest) series is in the viewport; the later one was listed, not shown over it
     assert window.active.volume.voxels.shape[0] == 4
+    assert str(window.active.volume.series_uid) == str(big.SeriesInstanceUID)
 
 
 def test_a_node_that_is_not_there_is_a_message_not_a_freeze(qtbot, window, orthanc, tmp_path):
