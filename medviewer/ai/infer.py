@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from medviewer.ai import device as devices
+from medviewer.ai.body import body_mask
 from medviewer.ai.explain import cam_from_features, feature_layer, grad_cam, linear_head_weights
 from medviewer.ai.findings import find_findings
 from medviewer.ai.package import LoadedModel, Manifest, find_model, load_package
@@ -117,6 +118,8 @@ def check_input(volume: Volume, manifest: Manifest) -> list[str]:
 # moved by up to 0.025); with 16, by under 0.001.
 BODY_HU = -500.0
 BODY_MARGIN = 16
+# Labels stay this far inside the skin (the chest wall is thicker than this everywhere, a child's included).
+BODY_INSET_MM = 3.0
 
 
 def body_box(images: torch.Tensor, manifest: Manifest, multiple: int | None) -> tuple[slice, slice] | None:
@@ -300,6 +303,8 @@ def predict(
             else:
                 _segment(net, images, indices, prediction, m, probability_maps, agreement,
                          finding_channels if tta else [], target, rows, cols, cancel, box, full)
+                if m.input.units == "HU" and any(label.value == 0 for label in m.outputs):
+                    _keep_inside_body(volume, indices, prediction, probability_maps)
             prediction.done_slices[indices] = True
             done += len(indices)
             if partial:
@@ -334,6 +339,20 @@ def predict(
     prediction.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     prediction.complete = True
     return prediction
+
+
+def _keep_inside_body(volume: Volume, indices: np.ndarray, prediction: Prediction,
+                      probability_maps: dict[int, np.ndarray]) -> None:
+    """Background outside the patient's body outline (:func:`medviewer.ai.body.body_mask`), moved in by
+    :data:`BODY_INSET_MM`: the air, table and cushions around a real patient, and the half-air rim of the skin,
+    are nothing a chest model can label, whatever it learned from phantoms."""
+    spacing = tuple(float(s) for s in volume.spacing_mm[1:])
+    for k in indices:
+        outside = ~body_mask(volume.voxels[k], spacing, inset_mm=BODY_INSET_MM)
+        if outside.any():
+            prediction.mask[k][outside] = 0
+            for maps in probability_maps.values():
+                maps[k][outside] = 0
 
 
 def _autocast(target: torch.device):
