@@ -83,3 +83,30 @@ def body_masks(volume_hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.
     """:func:`body_mask` of each slice of ``volume_hu`` (slices, rows, cols)."""
     return np.stack([body_mask(s, spacing_mm) for s in volume_hu]) if len(volume_hu) else \
         np.zeros(volume_hu.shape, dtype=bool)
+
+
+# Bands of the HU histogram inside the body that tell one kind of CT from another: air-filled lung (and
+# airways, bowel gas), fat, soft tissue and blood, bone (and contrast, metal).
+HU_BANDS = {"air": (-1100.0, -400.0), "fat": (-200.0, -50.0), "soft": (-50.0, 150.0), "bone": (300.0, 4000.0)}
+
+
+def hu_profile(volume_hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0),
+               max_slices: int = 24) -> dict[str, float] | None:
+    """The fraction of the body's voxels in each of :data:`HU_BANDS`, over up to ``max_slices`` evenly spread
+    slices; None where no slice holds a body. A chest CT is a fifth or more air inside the body; a head or an
+    abdomen below the lungs almost none."""
+    volume_hu = np.asarray(volume_hu)
+    if volume_hu.ndim != 3 or not len(volume_hu):
+        return None
+    step = max(1, len(volume_hu) // max_slices)
+    counts = dict.fromkeys(HU_BANDS, 0)
+    total = 0
+    for hu in volume_hu[::step]:
+        inside = body_mask(hu, spacing_mm)
+        values = np.asarray(hu, dtype=np.float32)[inside]
+        total += values.size
+        for band, (lo, hi) in HU_BANDS.items():
+            counts[band] += int(((values >= lo) & (values < hi)).sum())
+    if total == 0:
+        return None
+    return {band: count / total for band, count in counts.items()}

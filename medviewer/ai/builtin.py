@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from medviewer.ai.augment import DomainRandomisation
+from medviewer.ai.body import HU_BANDS, hu_profile
 from medviewer.ai.data import (
     MIN_NODULE_AREA_MM2,
     PhantomRanges,
@@ -314,7 +315,9 @@ def build_models(out_dir: Path, recipe: Recipe = FULL, device: str = "cpu", whic
     configs = draw_configs(recipe.train_phantoms, TRAIN_SEED, _train_ranges(recipe))
     cls_data = SliceDataset(class_names=["no nodule", "nodule"])
     seg_data = SliceDataset(class_names=["background", "lung", "nodule"])
+    profiles = []
     for ph in iter_phantoms(configs):
+        profiles.append(hu_profile(ph.hu, ph.spacing_mm[1:]))
         if which in ("both", "classifier"):
             cls_data.append(*phantom_entry(ph, cls_spec, "classification"))
         if which in ("both", "segmenter"):
@@ -337,8 +340,33 @@ def build_models(out_dir: Path, recipe: Recipe = FULL, device: str = "cpu", whic
         results["chest-ct-lung-nodule-seg"] = _build_segmenter(out_dir, recipe, seg_spec, seg_data, train_idx,
                                                                val_idx, configs, test[:recipe.seg_test_phantoms], dev,
                                                                overwrite)
+    record_hu_profile(out_dir, profiles=profiles)
     _log(f"total {time.perf_counter() - started:.0f} s")
     return results
+
+
+def record_hu_profile(out_dir: Path, recipe: Recipe = FULL, profiles: list | None = None) -> dict:
+    """Write the range of the training phantoms' HU profile (:func:`medviewer.ai.body.hu_profile`: the share of
+    the body in air, fat, soft tissue and bone) into both manifests' ``training.hu_profile``; the input check
+    warns about a study far outside it. ``profiles`` as measured while training, or measured again here from
+    the recipe's training phantoms (same seeds); the weights stay as they are."""
+    from medviewer.ai.package import load_package
+
+    if profiles is None:
+        profiles = [hu_profile(ph.hu, ph.spacing_mm[1:])
+                    for ph in iter_phantoms(draw_configs(recipe.train_phantoms, TRAIN_SEED, _train_ranges(recipe)))]
+    profiles = [p for p in profiles if p]
+    ranges = {band: [round(min(p[band] for p in profiles), 4), round(max(p[band] for p in profiles), 4)]
+              for band in HU_BANDS}
+    for model_id in ("chest-ct-nodule", "chest-ct-lung-nodule-seg"):
+        folder = out_dir / model_id
+        if not folder.exists():
+            continue
+        loaded = load_package(folder)
+        loaded.manifest.training = {**(loaded.manifest.training or {}), "hu_profile": ranges}
+        save_package(folder, loaded.model, loaded.manifest, overwrite=True)
+        _log(f"{model_id}: HU profile of {len(profiles)} training phantoms written into {folder / 'manifest.json'}")
+    return ranges
 
 
 def _build_classifier(out_dir, recipe, spec, data, train_idx, val_idx, configs, test, dev, overwrite) -> dict:
@@ -470,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record-heldout", type=Path, metavar="FIGURES_JSON",
                         help="no training: write the figures of scripts/evaluate_heldout.py --json into the "
                              "manifests as their cross-family metrics")
+    parser.add_argument("--record-hu-profile", action="store_true",
+                        help="no training: measure the training phantoms' HU profile again and write its range into "
+                             "the manifests (what the input check compares a study with)")
     parser.add_argument("--seg-epochs", type=int, default=None, help="override the segmenter's epochs")
     ns = parser.parse_args(argv)
     recipe = QUICK if ns.quick else RANDOMISED if ns.randomise else FULL
@@ -480,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ns.out_dir or builtin_models_dir()
     if ns.record_heldout:
         record_cross_family(out_dir, ns.record_heldout)
+        return 0
+    if ns.record_hu_profile:
+        print(json.dumps(record_hu_profile(out_dir, recipe)))
         return 0
     if ns.retest:
         results = retest(out_dir, recipe, ns.device)

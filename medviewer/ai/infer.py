@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from medviewer.ai import device as devices
-from medviewer.ai.body import body_mask
+from medviewer.ai.body import body_mask, hu_profile
 from medviewer.ai.explain import cam_from_features, feature_layer, grad_cam, linear_head_weights
 from medviewer.ai.findings import find_findings
 from medviewer.ai.package import LoadedModel, Manifest, find_model, load_package
@@ -76,6 +76,34 @@ def estimate_noise_hu(volume: Volume, max_slices: int = 16) -> float | None:
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 
+# How far a study's share of the body in one HU band may stray from the training phantoms' range before the
+# input check says so: below half their lowest, or above twice their highest.
+PROFILE_LOW, PROFILE_HIGH = 0.5, 2.0
+BAND_WORDS = {"air": "air (lung and airways)", "fat": "fat", "soft": "soft tissue and blood",
+              "bone": "bone, contrast and metal"}
+
+
+def _profile_warnings(volume: Volume, manifest: Manifest, name: str) -> list[str]:
+    """The study's HU profile (:func:`medviewer.ai.body.hu_profile`) against the training phantoms' range in
+    the manifest (``training.hu_profile``): one warning per band far outside it."""
+    trained = (manifest.training or {}).get("hu_profile") or {}
+    if not trained or volume.voxels.ndim != 3:
+        return []
+    profile = hu_profile(volume.voxels, tuple(float(s) for s in volume.spacing_mm[1:]))
+    if profile is None:
+        return [f"{name}: no body found in the images (nothing denser than air)"]
+    warnings = []
+    for band, (lo, hi) in trained.items():
+        share = profile.get(band)
+        if share is None:
+            continue
+        if share < PROFILE_LOW * float(lo) or share > PROFILE_HIGH * float(hi):
+            warnings.append(f"{name}: {BAND_WORDS.get(band, band)} is {share:.0%} of the body, where the CTs it "
+                            f"was trained on had {float(lo):.0%}–{float(hi):.0%}: is this the kind of study it "
+                            "was made for? Findings are unreliable")
+    return warnings
+
+
 def check_input(volume: Volume, manifest: Manifest) -> list[str]:
     """Plain-language warnings where ``volume`` is not what the model was made for."""
     spec = manifest.input
@@ -99,6 +127,7 @@ def check_input(volume: Volume, manifest: Manifest) -> list[str]:
         if noise is not None and trained and noise > NOISE_MARGIN * float(trained[1]):
             warnings.append(f"{name}: image noise of about {noise:.0f} HU is far beyond the {float(trained[0]):g}–"
                             f"{float(trained[1]):g} HU the model was trained on; findings are less reliable")
+        warnings += _profile_warnings(volume, manifest, name)
     dz, dy, dx = volume.spacing_mm
     lo_px, hi_px = spec.pixel_spacing_mm
     if not volume.pixel_spacing_known:

@@ -95,6 +95,11 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _same_metadata(blob: bytes, metadata: dict) -> bool:
+    size = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + size]).get("__metadata__") == metadata
+
+
 def save_package(folder: str | os.PathLike, model: nn.Module, manifest: Manifest, *, overwrite: bool = False) -> Path:
     """Write ``model``'s state dict (safetensors) and ``manifest`` (its sha256 filled in) to ``folder``.
 
@@ -107,7 +112,20 @@ def save_package(folder: str | os.PathLike, model: nn.Module, manifest: Manifest
         raise FileExistsError(f"{folder}: already exists (pass overwrite=True to replace it)")
     manifest.validate(require_sha256=False)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    blob = save_safetensors(state, metadata={"format": "pt", "medviewer_model_id": manifest.id})
+    metadata = {"format": "pt", "medviewer_model_id": manifest.id}
+    blob = save_safetensors(state, metadata=metadata)
+    existing = folder / WEIGHTS
+    if existing.is_file():
+        # safetensors writes its metadata in no fixed order: keep the old file (and its sha256) when it holds
+        # the same tensors, so that rewriting a manifest does not change the weights' identity
+        try:
+            old = existing.read_bytes()
+            old_state = load_safetensors(old)
+            if _same_metadata(old, metadata) and old_state.keys() == state.keys() and all(
+                    torch.equal(old_state[k], state[k]) for k in state):
+                blob = old
+        except Exception:  # noqa: BLE001 - an unreadable old file is simply replaced
+            pass
     manifest.sha256 = _sha256_bytes(blob)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
 

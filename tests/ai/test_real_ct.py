@@ -71,7 +71,9 @@ def test_lung_mask_on_real_ct(name, has_lung, cropped, tmp_path):
     prediction, mask = _predict(path, tmp_path / "out")
     lung = mask[0] > 0  # lung with whatever the model found inside it
     reference = classical_lungs(hu, spacing, cropped)
+    profile_warnings = [w for w in prediction["warnings"] if "of the body, where the CTs it was trained on" in w]
     if has_lung:
+        assert profile_warnings == [], profile_warnings
         dice = 2 * (lung & reference).sum() / (lung.sum() + reference.sum())
         assert dice >= 0.9, f"{name}: lung Dice {dice:.3f} against threshold-and-fill"
     else:
@@ -79,6 +81,8 @@ def test_lung_mask_on_real_ct(name, has_lung, cropped, tmp_path):
         # bowel gas: the classical mask without its size limit, widened by 2 pixels for partial volume), never
         # the room air, table or tissue, and little of the slice.
         enclosed = ndi.binary_dilation(classical_lungs(hu, spacing, cropped, min_mm2=0.0), iterations=2)
+        # and the input check says the study is not like the chest CTs the models know (air, bone or fat)
+        assert profile_warnings, f"{name}: no HU-profile warning in {prediction['warnings']}"
         assert lung.mean() <= 0.05, f"{name}: {lung.mean():.1%} of a slice with no lung called lung"
         if lung.any():
             assert enclosed[lung].mean() >= 0.9, f"{name}: lung outside enclosed air: {1 - enclosed[lung].mean():.1%}"
