@@ -22,7 +22,7 @@ def _disk(radius: int) -> np.ndarray:
     return x * x + y * y <= radius * radius
 
 
-GRID_MM = 1.5  # the outline is found on a grid this coarse (block means of the slice), then scaled back
+GRID_MM = 1.5  # the outline is found on a grid at least this coarse (block means of the slice), then scaled back
 
 
 def body_mask(hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0), inset_mm: float = 0.0) -> np.ndarray:
@@ -31,7 +31,7 @@ def body_mask(hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0), inse
     ``inset_mm`` moves the outline that far inwards, except where the body runs off the image (a cropped
     field of view): the skin's partial-volume rim, half air, is then outside."""
     hu = np.asarray(hu, dtype=np.float32)
-    step = max(1, int(round(GRID_MM / max(min(spacing_mm), 1e-3))))
+    step = max(1, int(np.ceil(GRID_MM / max(min(spacing_mm), 1e-3) - 0.05)))
     rows, cols = hu.shape
     if step > 1:
         padded = np.pad(hu, ((0, -rows % step), (0, -cols % step)), mode="edge")
@@ -64,7 +64,7 @@ def outline(hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0)) -> np.
     sizes[0] = 0
     trunk = labels == int(sizes.argmax())
     trunk = ndi.binary_dilation(trunk, structure) & dense  # the skin the opening took back
-    # Air on the border, in connected pieces: outside unless it is denser than room air (its median) and
+    # Air on the border, in connected pieces: outside unless it is denser than room air (its mean) and
     # thicker than a gap (lung cut by a cropped field of view is both; the air between the back and the
     # table is neither). Then everything the body and that air enclose is inside.
     air, pieces = ndi.label(~dense)
@@ -72,10 +72,15 @@ def outline(hu: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0)) -> np.
     border = border[border > 0]
     kept = np.zeros(pieces + 1, dtype=bool)
     if len(border):
-        medians = np.asarray(ndi.median(np.asarray(hu, dtype=np.float32), air, border))
-        depth = ndi.distance_transform_edt(air > 0, sampling=spacing_mm)
-        thickness = np.asarray(ndi.maximum(depth, air, border))
-        kept[border[(medians >= OUTSIDE_AIR_HU) & (thickness >= GAP_MM)]] = True
+        sizes = np.bincount(air.ravel(), minlength=pieces + 1)
+        means = np.bincount(air.ravel(), weights=np.asarray(hu, dtype=np.float64).ravel(), minlength=pieces + 1)
+        means = means / np.maximum(sizes, 1)
+        denser = border[means[border] >= OUTSIDE_AIR_HU]
+        if len(denser):
+            candidates = np.isin(air, denser)
+            depth = ndi.distance_transform_edt(candidates, sampling=spacing_mm)
+            thickness = np.asarray(ndi.maximum(depth, air, denser))
+            kept[denser[thickness >= GAP_MM]] = True
     return ndi.binary_fill_holes(trunk | kept[air])
 
 

@@ -83,13 +83,18 @@ BAND_WORDS = {"air": "air (lung and airways)", "fat": "fat", "soft": "soft tissu
               "bone": "bone, contrast and metal"}
 
 
-def _profile_warnings(volume: Volume, manifest: Manifest, name: str) -> list[str]:
+def _profile_warnings(volume: Volume, manifest: Manifest, name: str, cache: dict | None = None) -> list[str]:
     """The study's HU profile (:func:`medviewer.ai.body.hu_profile`) against the training phantoms' range in
     the manifest (``training.hu_profile``): one warning per band far outside it."""
     trained = (manifest.training or {}).get("hu_profile") or {}
     if not trained or volume.voxels.ndim != 3:
         return []
-    profile = hu_profile(volume.voxels, tuple(float(s) for s in volume.spacing_mm[1:]))
+    if cache is not None and "hu_profile" in cache:
+        profile = cache["hu_profile"]
+    else:
+        profile = hu_profile(volume.voxels, tuple(float(s) for s in volume.spacing_mm[1:]))
+        if cache is not None:
+            cache["hu_profile"] = profile
     if profile is None:
         return [f"{name}: no body found in the images (nothing denser than air)"]
     warnings = []
@@ -104,8 +109,9 @@ def _profile_warnings(volume: Volume, manifest: Manifest, name: str) -> list[str
     return warnings
 
 
-def check_input(volume: Volume, manifest: Manifest) -> list[str]:
-    """Plain-language warnings where ``volume`` is not what the model was made for."""
+def check_input(volume: Volume, manifest: Manifest, cache: dict | None = None) -> list[str]:
+    """Plain-language warnings where ``volume`` is not what the model was made for (``cache``: a dict kept
+    across the models of one prediction, so that the volume is measured once)."""
     spec = manifest.input
     name = manifest.name or manifest.id
     warnings = []
@@ -127,7 +133,7 @@ def check_input(volume: Volume, manifest: Manifest) -> list[str]:
         if noise is not None and trained and noise > NOISE_MARGIN * float(trained[1]):
             warnings.append(f"{name}: image noise of about {noise:.0f} HU is far beyond the {float(trained[0]):g}–"
                             f"{float(trained[1]):g} HU the model was trained on; findings are less reliable")
-        warnings += _profile_warnings(volume, manifest, name)
+        warnings += _profile_warnings(volume, manifest, name, cache)
     dz, dy, dx = volume.spacing_mm
     lo_px, hi_px = spec.pixel_spacing_mm
     if not volume.pixel_spacing_known:
@@ -278,6 +284,7 @@ def predict(
         done_slices=np.zeros(slices, dtype=bool),
         device=devices.device_name(target),
     )
+    measured: dict = {}
     for model in loaded:
         m = model.manifest
         prediction.models.append({
@@ -289,7 +296,7 @@ def predict(
             if m.task == "segmentation":
                 prediction.labels[label.value] = {"name": label.name, "color": label.color,
                                                   "threshold": label.threshold}
-        prediction.warnings.extend(check_input(volume, m))
+        prediction.warnings.extend(check_input(volume, m, measured))
 
     total = slices * len(loaded)
     done = 0
